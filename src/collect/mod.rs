@@ -1,0 +1,246 @@
+//! Collection: runs the enabled collectors over every discovered cgroup and builds a
+//! [`Snapshot`]. One file per collector; [`REGISTRY`] is the explicit list of them.
+//!
+//! Failure policy (the same for every collector):
+//! - a file that is absent while its cgroup still exists is "not available": the series is
+//!   omitted, nothing is counted;
+//! - a cgroup that disappears mid-read (ENOENT on its directory, ENODEV, ESRCH) drops the whole
+//!   container from this snapshot, so no scrape ever shows half a container;
+//! - a file that cannot be parsed or read is counted (`podstat_read_errors_total`), logged with
+//!   the file and cgroup, marks its collector unsuccessful, and the rest is still reported.
+
+mod blkio;
+mod cpu;
+mod devices;
+mod machine;
+mod memory;
+mod network;
+mod oom;
+mod pressure;
+mod process;
+mod spec;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::{CollectorsConfig, Config};
+use crate::discovery::{CgroupMode, Discovery, Target};
+use crate::parse::ParseError;
+use crate::reader::{ReadError, Reader};
+use crate::snapshot::{CollectorRun, ContainerSample, ContainerStats, ErrorCounts, Snapshot};
+
+pub use devices::DeviceNames;
+
+/// The container disappeared while being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vanished;
+
+pub type CollectFn = fn(&mut Ctx, &Target, &mut ContainerStats) -> Result<(), Vanished>;
+
+/// A per-container collector: its name (the `collector` label) and whether config enables it.
+pub struct CollectorDef {
+    pub name: &'static str,
+    pub enabled: fn(&CollectorsConfig) -> bool,
+    pub collect: CollectFn,
+}
+
+/// Every per-container collector, in the order they run. Network (per pod) and machine
+/// (per host) run after this pass.
+pub const REGISTRY: &[CollectorDef] = &[
+    spec::DEF,
+    cpu::DEF,
+    memory::DEF,
+    oom::DEF,
+    blkio::DEF,
+    process::DEF,
+    pressure::DEF,
+];
+
+/// State shared by the collectors during one collection.
+pub struct Ctx {
+    pub reader: Reader,
+    pub mode: CgroupMode,
+    pub proc_root: PathBuf,
+    pub devices: DeviceNames,
+    /// v1 `memory.use_hierarchy` of the root (1 on every modern system).
+    pub memory_hierarchical: bool,
+    errors: ErrorCounts,
+    collector_failed: bool,
+    collector: &'static str,
+}
+
+impl Ctx {
+    pub fn new(mode: CgroupMode, proc_root: PathBuf, sys_root: PathBuf) -> Ctx {
+        Ctx {
+            reader: Reader::default(),
+            mode,
+            proc_root,
+            devices: DeviceNames::new(sys_root),
+            memory_hierarchical: true,
+            errors: ErrorCounts::default(),
+            collector_failed: false,
+            collector: "",
+        }
+    }
+
+    /// Reads and parses `dir/name` for `target`.
+    ///
+    /// `Ok(None)`: the controller directory is not in this layout, the file is absent, or it
+    /// could not be read or parsed (counted and logged). `Err(Vanished)`: the cgroup is gone.
+    pub fn parse<T>(
+        &mut self,
+        target: &Target,
+        dir: Option<&Path>,
+        name: &str,
+        parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
+    ) -> Result<Option<T>, Vanished> {
+        let Some(dir) = dir else { return Ok(None) };
+        let parsed = match self.reader.read(dir, name) {
+            Ok(bytes) => parse(bytes),
+            Err(ReadError::Missing(_)) => {
+                return if target.main_dir().is_some_and(|d| !d.exists()) {
+                    Err(self.vanished())
+                } else {
+                    Ok(None)
+                };
+            }
+            Err(ReadError::Vanished(_)) => return Err(self.vanished()),
+            Err(e @ ReadError::Io { .. }) => {
+                self.errors.io += 1;
+                self.collector_failed = true;
+                tracing::warn!(collector = self.collector, cgroup = %target.path, error = %e, "read failed");
+                return Ok(None);
+            }
+        };
+        match parsed {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => {
+                self.errors.parse += 1;
+                self.collector_failed = true;
+                tracing::warn!(
+                    collector = self.collector,
+                    cgroup = %target.path,
+                    file = %self.reader.last_path().display(),
+                    error = %e,
+                    "unexpected file content"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn vanished(&mut self) -> Vanished {
+        self.errors.vanished += 1;
+        Vanished
+    }
+
+    /// Counts a parse error found outside [`Ctx::parse`] (network, machine).
+    pub fn record_error(&mut self, what: &str, path: &Path, error: &dyn std::fmt::Display) {
+        self.errors.parse += 1;
+        self.collector_failed = true;
+        tracing::warn!(collector = self.collector, file = %path.display(), error = %error, "{what}");
+    }
+}
+
+/// Runs a full collection: discovery, every enabled collector over every target, network per
+/// pod, machine figures.
+pub struct Engine {
+    pub discovery: Discovery,
+    pub ctx: Ctx,
+    collectors: CollectorsConfig,
+}
+
+impl Engine {
+    pub fn new(config: &Config, layout: crate::discovery::CgroupLayout) -> Result<Engine, String> {
+        let mode = layout.mode().ok_or_else(|| {
+            format!(
+                "no cgroup hierarchy found under {}",
+                config.paths.cgroup_root.display()
+            )
+        })?;
+        let mut ctx = Ctx::new(
+            mode,
+            config.paths.proc_root.clone(),
+            config.paths.sys_root.clone(),
+        );
+        if let Some(memory) = &layout.memory {
+            ctx.memory_hierarchical = std::fs::read(memory.join("memory.use_hierarchy"))
+                .map(|b| crate::parse::trim(&b) != b"0")
+                .unwrap_or(true);
+        }
+        Ok(Engine {
+            discovery: Discovery::new(layout, config.discovery.clone()),
+            ctx,
+            collectors: config.collectors,
+        })
+    }
+
+    pub fn collect(&mut self) -> Snapshot {
+        let started = Instant::now();
+        let mut snapshot = Snapshot::default();
+        let targets = match self.discovery.refresh() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "discovery failed");
+                snapshot.discovery_failed = true;
+                Vec::new()
+            }
+        };
+        let enabled: Vec<&CollectorDef> = REGISTRY
+            .iter()
+            .filter(|d| (d.enabled)(&self.collectors))
+            .collect();
+        let mut runs: Vec<CollectorRun> = enabled
+            .iter()
+            .map(|d| CollectorRun {
+                name: d.name,
+                duration: Duration::ZERO,
+                success: true,
+            })
+            .collect();
+        snapshot.containers.reserve(targets.len());
+        'targets: for target in targets {
+            let mut stats = ContainerStats::default();
+            for (def, run) in enabled.iter().zip(runs.iter_mut()) {
+                let t0 = Instant::now();
+                self.ctx.collector = def.name;
+                self.ctx.collector_failed = false;
+                let result = (def.collect)(&mut self.ctx, &target, &mut stats);
+                run.duration += t0.elapsed();
+                run.success &= !self.ctx.collector_failed;
+                if result.is_err() {
+                    tracing::debug!(cgroup = %target.path, "cgroup vanished during collection; skipped");
+                    continue 'targets;
+                }
+            }
+            snapshot.containers.push(ContainerSample { target, stats });
+        }
+        if self.collectors.network {
+            let t0 = Instant::now();
+            self.ctx.collector = "network";
+            self.ctx.collector_failed = false;
+            network::collect(&mut self.ctx, &mut snapshot.containers);
+            runs.push(CollectorRun {
+                name: "network",
+                duration: t0.elapsed(),
+                success: !self.ctx.collector_failed,
+            });
+        }
+        if self.collectors.machine {
+            let t0 = Instant::now();
+            self.ctx.collector = "machine";
+            self.ctx.collector_failed = false;
+            snapshot.machine = machine::collect(&mut self.ctx);
+            runs.push(CollectorRun {
+                name: "machine",
+                duration: t0.elapsed(),
+                success: !self.ctx.collector_failed,
+            });
+        }
+        snapshot.collectors = runs;
+        snapshot.errors = std::mem::take(&mut self.ctx.errors);
+        snapshot.files_read = self.ctx.reader.take_opens();
+        snapshot.duration = started.elapsed();
+        snapshot
+    }
+}

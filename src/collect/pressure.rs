@@ -1,0 +1,21 @@
+//! Pressure stall information per cgroup. Available on v2, and on hybrid hosts through the
+//! `unified` hierarchy (cAdvisor reports none there).
+
+use super::{CollectorDef, Ctx, Vanished};
+use crate::discovery::Target;
+use crate::parse::psi;
+use crate::snapshot::ContainerStats;
+
+pub const DEF: CollectorDef = CollectorDef {
+    name: "pressure",
+    enabled: |c| c.pressure,
+    collect,
+};
+
+fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
+    let dir = t.dirs.unified.as_deref();
+    s.cpu_pressure = ctx.parse(t, dir, "cpu.pressure", psi::pressure)?;
+    s.memory_pressure = ctx.parse(t, dir, "memory.pressure", psi::pressure)?;
+    s.io_pressure = ctx.parse(t, dir, "io.pressure", psi::pressure)?;
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! Process and thread counts: `cgroup.procs` (this cgroup only, as cAdvisor counts) and
+//! `pids.current`/`pids.max` (hierarchical).
+
+use super::{CollectorDef, Ctx, Vanished};
+use crate::discovery::{CgroupMode, Target};
+use crate::parse::{cgroup_procs, max_or_u64};
+use crate::snapshot::ContainerStats;
+
+pub const DEF: CollectorDef = CollectorDef {
+    name: "process",
+    enabled: |c| c.process,
+    collect,
+};
+
+fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
+    let (procs_dir, pids_dir) = if ctx.mode == CgroupMode::V2 {
+        (t.dirs.unified.as_deref(), t.dirs.unified.as_deref())
+    } else {
+        (
+            t.dirs.cpu.as_deref().or(t.dirs.cpuacct.as_deref()),
+            t.dirs.pids.as_deref(),
+        )
+    };
+    if let Some((count, first)) = ctx.parse(t, procs_dir, "cgroup.procs", cgroup_procs)? {
+        s.processes = Some(count);
+        s.first_pid = first;
+    }
+    s.threads = ctx.parse(t, pids_dir, "pids.current", crate::parse::single_u64)?;
+    // `max` (no limit) is exported as 0, as cAdvisor does.
+    s.threads_max = ctx
+        .parse(t, pids_dir, "pids.max", max_or_u64)?
+        .map(|v| v.unwrap_or(0));
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! A hand-written Prometheus text format 0.0.4 encoder.
+//!
+//! Why not the `prometheus` crate for container series: building its `MetricFamily` model
+//! costs ~14.6 allocations and ~800 B per series (and `gather()` sorts), while this writer goes
+//! straight from the snapshot into one reused `Vec<u8>` with no allocation per series. The
+//! standard labels of each cgroup are rendered once, when the cgroup is discovered, and reused
+//! by every scrape. `cargo bench --bench encode` prints the time and allocations per scrape.
+//!
+//! Samples carry no timestamps on purpose: the values are read at scrape time, and without
+//! explicit timestamps Prometheus writes staleness markers, so a deleted container's series end
+//! at once instead of lingering for the 5-minute lookback (cAdvisor's timestamps cause that).
+
+use crate::discovery::Labels;
+
+/// Counter or gauge, as written on the `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+}
+
+impl MetricType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+        }
+    }
+}
+
+/// Appends a label value with the three escapes the text format requires.
+pub fn escape_label_value(out: &mut Vec<u8>, value: &str) {
+    for &b in value.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Appends a HELP text with its two escapes.
+fn escape_help(out: &mut Vec<u8>, value: &str) {
+    for &b in value.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Renders `container="…",id="…",image="…",name="…",namespace="…",pod="…"` (sorted, as the
+/// kubelet's endpoint writes them).
+pub fn render_label_prefix(labels: &Labels) -> String {
+    let mut out = Vec::with_capacity(64 + labels.id.len() + labels.name.len());
+    for (i, (k, v)) in [
+        ("container", &labels.container),
+        ("id", &labels.id),
+        ("image", &labels.image),
+        ("name", &labels.name),
+        ("namespace", &labels.namespace),
+        ("pod", &labels.pod),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"=\"");
+        escape_label_value(&mut out, v);
+        out.push(b'"');
+    }
+    // Only valid UTF-8 went in (str values and ASCII escapes).
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends a sample value the way Prometheus parses it: integers exactly, other finite values
+/// in shortest round-trip form, and the special values by name.
+pub fn write_value(out: &mut Vec<u8>, v: f64) {
+    if v.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 9.007_199_254_740_992e15 {
+        let mut b = itoa::Buffer::new();
+        out.extend_from_slice(b.format(v as i64).as_bytes());
+    } else {
+        let mut b = ryu::Buffer::new();
+        out.extend_from_slice(b.format_finite(v).as_bytes());
+    }
+}
+
+/// Writes the exposition into a reused buffer.
+#[derive(Default)]
+pub struct Encoder {
+    pub buf: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn header(&mut self, name: &str, help: &str, kind: MetricType) {
+        let b = &mut self.buf;
+        b.extend_from_slice(b"# HELP ");
+        b.extend_from_slice(name.as_bytes());
+        b.push(b' ');
+        escape_help(b, help);
+        b.extend_from_slice(b"\n# TYPE ");
+        b.extend_from_slice(name.as_bytes());
+        b.push(b' ');
+        b.extend_from_slice(kind.as_str().as_bytes());
+        b.push(b'\n');
+    }
+
+    /// One sample: `name{<prefix>,<extra labels>} value`. `prefix` is pre-rendered and already
+    /// escaped; extra label values are escaped here.
+    pub fn sample(&mut self, name: &str, prefix: &str, extra: &[(&str, &str)], value: f64) {
+        let b = &mut self.buf;
+        b.extend_from_slice(name.as_bytes());
+        if !prefix.is_empty() || !extra.is_empty() {
+            b.push(b'{');
+            b.extend_from_slice(prefix.as_bytes());
+            for (i, (k, v)) in extra.iter().enumerate() {
+                if i > 0 || !prefix.is_empty() {
+                    b.push(b',');
+                }
+                b.extend_from_slice(k.as_bytes());
+                b.extend_from_slice(b"=\"");
+                escape_label_value(b, v);
+                b.push(b'"');
+            }
+            b.push(b'}');
+        }
+        b.push(b' ');
+        write_value(b, value);
+        b.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values() {
+        let mut out = Vec::new();
+        for v in [0.0, 12.0, 0.25, f64::NAN, f64::INFINITY, -3.0, 1e300] {
+            write_value(&mut out, v);
+            out.push(b' ');
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "0 12 0.25 NaN +Inf -3 1e300 "
+        );
+    }
+
+    #[test]
+    fn escaping() {
+        let mut e = Encoder::default();
+        e.sample("m", "a=\"1\"", &[("interface", "x\"\\\ny")], 1.0);
+        assert_eq!(
+            String::from_utf8_lossy(&e.buf),
+            "m{a=\"1\",interface=\"x\\\"\\\\\\ny\"} 1\n"
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! Exposition: the metric table, the text-format encoder, self-metrics and the HTTP server.
+
+pub mod encode;
+pub mod names;
+pub mod selfmetrics;
+pub mod server;

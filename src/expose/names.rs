@@ -1,0 +1,369 @@
+//! The single table of metric families podstat exposes: name, type, help, group and where the
+//! value comes from. The encoder, the README's metric list (`podstat metrics-table`) and the
+//! tests all read this table, so names cannot drift between code and docs.
+//!
+//! Names, types and label names follow cAdvisor as served by the kubelet's
+//! `/metrics/cadvisor`, so existing dashboards and recording rules work unchanged.
+
+use super::encode::{Encoder, MetricType};
+use crate::snapshot::{ContainerSample, ContainerStats};
+
+use MetricType::{Counter, Gauge};
+
+/// Writes the samples of one family for one cgroup.
+pub struct Out<'a> {
+    enc: &'a mut Encoder,
+    name: &'static str,
+    prefix: &'a str,
+}
+
+impl Out<'_> {
+    fn f(&mut self, v: Option<f64>) {
+        if let Some(v) = v {
+            self.enc.sample(self.name, self.prefix, &[], v);
+        }
+    }
+    fn u(&mut self, v: Option<u64>) {
+        self.f(v.map(|v| v as f64));
+    }
+    fn with(&mut self, extra: &[(&str, &str)], v: Option<f64>) {
+        if let Some(v) = v {
+            self.enc.sample(self.name, self.prefix, extra, v);
+        }
+    }
+}
+
+pub struct Family {
+    pub name: &'static str,
+    pub kind: MetricType,
+    /// The config switch (`[collectors]`) that produces it; `spec` is always on.
+    pub group: &'static str,
+    /// Extra labels beyond `container,id,image,name,namespace,pod`.
+    pub labels: &'static str,
+    pub help: &'static str,
+    /// cgroup v1 and v2 source, for the docs.
+    pub source: &'static str,
+    pub emit: fn(&ContainerSample, &mut Out),
+}
+
+fn s(sample: &ContainerSample) -> &ContainerStats {
+    &sample.stats
+}
+
+/// CFS counters only mean something under a quota; cAdvisor omits them otherwise.
+fn with_quota(st: &ContainerStats, v: Option<f64>) -> Option<f64> {
+    st.spec_cpu_quota.filter(|&q| q > 0).and(v)
+}
+
+fn per_device(
+    sample: &ContainerSample,
+    o: &mut Out,
+    pick: fn(&crate::parse::blkio::DeviceIo) -> u64,
+) {
+    for d in &sample.stats.devices {
+        o.with(&[("device", &d.device)], Some(pick(&d.io) as f64));
+    }
+}
+
+fn per_interface(
+    sample: &ContainerSample,
+    o: &mut Out,
+    pick: fn(&crate::parse::netdev::InterfaceStats) -> u64,
+) {
+    for (name, st) in &sample.stats.network {
+        o.with(&[("interface", name)], Some(pick(st) as f64));
+    }
+}
+
+fn usec(v: Option<u64>) -> Option<f64> {
+    v.map(|v| v as f64 / 1e6)
+}
+
+/// Every container family, sorted by name.
+pub const CONTAINER_FAMILIES: &[Family] = &[
+    Family { name: "container_cpu_cfs_periods_total", kind: Counter, group: "cpu", labels: "",
+        help: "Number of elapsed CFS enforcement periods (only under a CPU quota).",
+        source: "v1 cpu.stat nr_periods; v2 cpu.stat nr_periods",
+        emit: |x, o| { let st = s(x); o.f(with_quota(st, st.cfs_periods.map(|v| v as f64))) } },
+    Family { name: "container_cpu_cfs_throttled_periods_total", kind: Counter, group: "cpu", labels: "",
+        help: "Number of CFS periods in which the cgroup was throttled (only under a CPU quota).",
+        source: "v1 cpu.stat nr_throttled; v2 cpu.stat nr_throttled",
+        emit: |x, o| { let st = s(x); o.f(with_quota(st, st.cfs_throttled_periods.map(|v| v as f64))) } },
+    Family { name: "container_cpu_cfs_throttled_seconds_total", kind: Counter, group: "cpu", labels: "",
+        help: "Total time the cgroup was throttled, in seconds (only under a CPU quota).",
+        source: "v1 cpu.stat throttled_time (ns); v2 cpu.stat throttled_usec",
+        emit: |x, o| { let st = s(x); o.f(with_quota(st, st.cfs_throttled_seconds)) } },
+    Family { name: "container_cpu_system_seconds_total", kind: Counter, group: "cpu", labels: "",
+        help: "CPU time spent in kernel mode, in seconds.",
+        source: "v1 cpuacct.stat system (USER_HZ ticks); v2 cpu.stat system_usec",
+        emit: |x, o| o.f(s(x).cpu_system_seconds) },
+    Family { name: "container_cpu_usage_seconds_total", kind: Counter, group: "cpu", labels: "cpu",
+        help: "CPU time consumed, in seconds (cpu=\"total\": all CPUs together).",
+        source: "v1 cpuacct.usage (ns); v2 cpu.stat usage_usec",
+        emit: |x, o| o.with(&[("cpu", "total")], s(x).cpu_usage_seconds) },
+    Family { name: "container_cpu_user_seconds_total", kind: Counter, group: "cpu", labels: "",
+        help: "CPU time spent in user mode, in seconds.",
+        source: "v1 cpuacct.stat user (USER_HZ ticks); v2 cpu.stat user_usec",
+        emit: |x, o| o.f(s(x).cpu_user_seconds) },
+    Family { name: "container_fs_reads_bytes_total", kind: Counter, group: "diskio", labels: "device",
+        help: "Bytes read from block devices.",
+        source: "v1 blkio.throttle.io_service_bytes_recursive Read; v2 io.stat rbytes",
+        emit: |x, o| per_device(x, o, |d| d.read_bytes) },
+    Family { name: "container_fs_reads_total", kind: Counter, group: "diskio", labels: "device",
+        help: "Read operations completed on block devices.",
+        source: "v1 blkio.throttle.io_serviced_recursive Read; v2 io.stat rios",
+        emit: |x, o| per_device(x, o, |d| d.reads) },
+    Family { name: "container_fs_writes_bytes_total", kind: Counter, group: "diskio", labels: "device",
+        help: "Bytes written to block devices.",
+        source: "v1 blkio.throttle.io_service_bytes_recursive Write; v2 io.stat wbytes",
+        emit: |x, o| per_device(x, o, |d| d.write_bytes) },
+    Family { name: "container_fs_writes_total", kind: Counter, group: "diskio", labels: "device",
+        help: "Write operations completed on block devices.",
+        source: "v1 blkio.throttle.io_serviced_recursive Write; v2 io.stat wios",
+        emit: |x, o| per_device(x, o, |d| d.writes) },
+    Family { name: "container_memory_cache", kind: Gauge, group: "memory", labels: "",
+        help: "Page cache memory, in bytes.",
+        source: "v1 memory.stat total_cache; v2 memory.stat file",
+        emit: |x, o| o.u(s(x).memory_cache) },
+    Family { name: "container_memory_events_high_total", kind: Counter, group: "oom", labels: "",
+        help: "Times the cgroup was throttled for exceeding memory.high (v2 only).",
+        source: "v2 memory.events high",
+        emit: |x, o| o.u(s(x).memory_events_high) },
+    Family { name: "container_memory_events_max_total", kind: Counter, group: "oom", labels: "",
+        help: "Times the cgroup hit memory.max (v2 only).",
+        source: "v2 memory.events max",
+        emit: |x, o| o.u(s(x).memory_events_max) },
+    Family { name: "container_memory_failcnt", kind: Counter, group: "memory", labels: "",
+        help: "Times the memory limit was hit (v1 only; see container_memory_events_max_total on v2).",
+        source: "v1 memory.failcnt",
+        emit: |x, o| o.u(s(x).memory_failcnt) },
+    Family { name: "container_memory_failures_total", kind: Counter, group: "memory", labels: "failure_type, scope",
+        help: "Page faults of the cgroup (both scopes carry the same value, as in cAdvisor).",
+        source: "memory.stat pgfault, pgmajfault",
+        emit: |x, o| {
+            let st = s(x);
+            for (kind, v) in [("pgfault", st.memory_pgfault), ("pgmajfault", st.memory_pgmajfault)] {
+                for scope in ["container", "hierarchy"] {
+                    o.with(&[("failure_type", kind), ("scope", scope)], v.map(|v| v as f64));
+                }
+            }
+        } },
+    Family { name: "container_memory_mapped_file", kind: Gauge, group: "memory", labels: "",
+        help: "Memory-mapped file pages, in bytes.",
+        source: "v1 memory.stat total_mapped_file; v2 memory.stat file_mapped",
+        emit: |x, o| o.u(s(x).memory_mapped_file) },
+    Family { name: "container_memory_max_usage_bytes", kind: Gauge, group: "memory", labels: "",
+        help: "Highest memory usage recorded, in bytes.",
+        source: "v1 memory.max_usage_in_bytes; v2 memory.peak",
+        emit: |x, o| o.u(s(x).memory_max_usage) },
+    Family { name: "container_memory_rss", kind: Gauge, group: "memory", labels: "",
+        help: "Anonymous memory (RSS), in bytes.",
+        source: "v1 memory.stat total_rss; v2 memory.stat anon",
+        emit: |x, o| o.u(s(x).memory_rss) },
+    Family { name: "container_memory_swap", kind: Gauge, group: "memory", labels: "",
+        help: "Swap used, in bytes.",
+        source: "v1 memory.stat total_swap; v2 memory.swap.current",
+        emit: |x, o| o.u(s(x).memory_swap) },
+    Family { name: "container_memory_total_active_file_bytes", kind: Gauge, group: "memory", labels: "",
+        help: "Active file-backed memory, in bytes.",
+        source: "v1 memory.stat total_active_file; v2 memory.stat active_file",
+        emit: |x, o| o.u(s(x).memory_active_file) },
+    Family { name: "container_memory_total_inactive_file_bytes", kind: Gauge, group: "memory", labels: "",
+        help: "Inactive file-backed memory, in bytes.",
+        source: "v1 memory.stat total_inactive_file; v2 memory.stat inactive_file",
+        emit: |x, o| o.u(s(x).memory_inactive_file) },
+    Family { name: "container_memory_usage_bytes", kind: Gauge, group: "memory", labels: "",
+        help: "Memory usage including page cache, in bytes.",
+        source: "v1 memory.usage_in_bytes; v2 memory.current (root: anon + file)",
+        emit: |x, o| o.u(s(x).memory_usage) },
+    Family { name: "container_memory_working_set_bytes", kind: Gauge, group: "memory", labels: "",
+        help: "Working set: usage minus inactive file cache, in bytes (the kubelet's eviction signal).",
+        source: "usage - memory.stat (total_)inactive_file, floored at 0",
+        emit: |x, o| o.u(s(x).memory_working_set) },
+    Family { name: "container_network_receive_bytes_total", kind: Counter, group: "network", labels: "interface",
+        help: "Bytes received.",
+        source: "/proc/<pid>/net/dev of a process of the pod",
+        emit: |x, o| per_interface(x, o, |n| n.rx_bytes) },
+    Family { name: "container_network_receive_errors_total", kind: Counter, group: "network", labels: "interface",
+        help: "Receive errors.",
+        source: "/proc/<pid>/net/dev",
+        emit: |x, o| per_interface(x, o, |n| n.rx_errors) },
+    Family { name: "container_network_receive_packets_dropped_total", kind: Counter, group: "network", labels: "interface",
+        help: "Packets dropped while receiving.",
+        source: "/proc/<pid>/net/dev",
+        emit: |x, o| per_interface(x, o, |n| n.rx_dropped) },
+    Family { name: "container_network_receive_packets_total", kind: Counter, group: "network", labels: "interface",
+        help: "Packets received.",
+        source: "/proc/<pid>/net/dev",
+        emit: |x, o| per_interface(x, o, |n| n.rx_packets) },
+    Family { name: "container_network_transmit_bytes_total", kind: Counter, group: "network", labels: "interface",
+        help: "Bytes transmitted.",
+        source: "/proc/<pid>/net/dev",
+        emit: |x, o| per_interface(x, o, |n| n.tx_bytes) },
+    Family { name: "container_network_transmit_errors_total", kind: Counter, group: "network", labels: "interface",
+        help: "Transmit errors.",
+        source: "/proc/<pid>/net/dev",
+        emit: |x, o| per_interface(x, o, |n| n.tx_errors) },
+    Family { name: "container_network_transmit_packets_dropped_total", kind: Counter, group: "network", labels: "interface",
+        help: "Packets dropped while transmitting.",
+        source: "/proc/<pid>/net/dev",
+        emit: |x, o| per_interface(x, o, |n| n.tx_dropped) },
+    Family { name: "container_network_transmit_packets_total", kind: Counter, group: "network", labels: "interface",
+        help: "Packets transmitted.",
+        source: "/proc/<pid>/net/dev",
+        emit: |x, o| per_interface(x, o, |n| n.tx_packets) },
+    Family { name: "container_oom_events_total", kind: Counter, group: "oom", labels: "",
+        help: "Processes of the cgroup killed by the OOM killer.",
+        source: "v1 memory.oom_control oom_kill; v2 memory.events oom_kill",
+        emit: |x, o| o.u(s(x).oom_kills) },
+    Family { name: "container_pressure_cpu_stalled_seconds_total", kind: Counter, group: "pressure", labels: "",
+        help: "Time all non-idle tasks were stalled on CPU, in seconds (PSI full).",
+        source: "cpu.pressure full total (v2, or the unified hierarchy on hybrid hosts)",
+        emit: |x, o| o.f(usec(s(x).cpu_pressure.and_then(|p| p.full_total_usec))) },
+    Family { name: "container_pressure_cpu_waiting_seconds_total", kind: Counter, group: "pressure", labels: "",
+        help: "Time at least one task waited for CPU, in seconds (PSI some).",
+        source: "cpu.pressure some total",
+        emit: |x, o| o.f(usec(s(x).cpu_pressure.and_then(|p| p.some_total_usec))) },
+    Family { name: "container_pressure_io_stalled_seconds_total", kind: Counter, group: "pressure", labels: "",
+        help: "Time all non-idle tasks were stalled on IO, in seconds (PSI full).",
+        source: "io.pressure full total",
+        emit: |x, o| o.f(usec(s(x).io_pressure.and_then(|p| p.full_total_usec))) },
+    Family { name: "container_pressure_io_waiting_seconds_total", kind: Counter, group: "pressure", labels: "",
+        help: "Time at least one task waited for IO, in seconds (PSI some).",
+        source: "io.pressure some total",
+        emit: |x, o| o.f(usec(s(x).io_pressure.and_then(|p| p.some_total_usec))) },
+    Family { name: "container_pressure_memory_stalled_seconds_total", kind: Counter, group: "pressure", labels: "",
+        help: "Time all non-idle tasks were stalled on memory, in seconds (PSI full).",
+        source: "memory.pressure full total",
+        emit: |x, o| o.f(usec(s(x).memory_pressure.and_then(|p| p.full_total_usec))) },
+    Family { name: "container_pressure_memory_waiting_seconds_total", kind: Counter, group: "pressure", labels: "",
+        help: "Time at least one task waited for memory, in seconds (PSI some).",
+        source: "memory.pressure some total",
+        emit: |x, o| o.f(usec(s(x).memory_pressure.and_then(|p| p.some_total_usec))) },
+    Family { name: "container_processes", kind: Gauge, group: "process", labels: "",
+        help: "Processes in the cgroup itself (not its children).",
+        source: "cgroup.procs line count",
+        emit: |x, o| o.u(s(x).processes) },
+    Family { name: "container_spec_cpu_period", kind: Gauge, group: "spec", labels: "",
+        help: "CFS period of the CPU limit, in microseconds.",
+        source: "v1 cpu.cfs_period_us; v2 cpu.max period",
+        emit: |x, o| o.u(s(x).spec_cpu_period) },
+    Family { name: "container_spec_cpu_quota", kind: Gauge, group: "spec", labels: "",
+        help: "CFS quota of the CPU limit, in microseconds per period (absent when unlimited).",
+        source: "v1 cpu.cfs_quota_us; v2 cpu.max quota",
+        emit: |x, o| o.u(s(x).spec_cpu_quota) },
+    Family { name: "container_spec_cpu_shares", kind: Gauge, group: "spec", labels: "",
+        help: "CPU shares (v2 cpu.weight converted to shares as cAdvisor does).",
+        source: "v1 cpu.shares; v2 2 + (cpu.weight - 1) * 262142 / 9999",
+        emit: |x, o| o.u(s(x).spec_cpu_shares) },
+    Family { name: "container_spec_memory_limit_bytes", kind: Gauge, group: "spec", labels: "",
+        help: "Memory limit, in bytes (0 when unlimited; the root reports the machine's memory).",
+        source: "v1 memory.limit_in_bytes; v2 memory.max",
+        emit: |x, o| o.u(s(x).spec_memory_limit) },
+    Family { name: "container_spec_memory_reservation_limit_bytes", kind: Gauge, group: "spec", labels: "",
+        help: "Memory reservation, in bytes (0 when unset).",
+        source: "v1 memory.soft_limit_in_bytes; v2 memory.min",
+        emit: |x, o| o.u(s(x).spec_memory_reservation) },
+    Family { name: "container_spec_memory_swap_limit_bytes", kind: Gauge, group: "spec", labels: "",
+        help: "Swap limit, in bytes (v1: memory+swap; v2: swap only; 0 when unlimited).",
+        source: "v1 memory.memsw.limit_in_bytes; v2 memory.swap.max",
+        emit: |x, o| o.u(s(x).spec_memory_swap_limit) },
+    Family { name: "container_start_time_seconds", kind: Gauge, group: "spec", labels: "",
+        help: "Start time of the cgroup since the Unix epoch, in seconds.",
+        source: "earliest mtime of the cgroup directory and its cgroup.procs",
+        emit: |x, o| o.f(Some(x.target.start_time).filter(|&t| t > 0.0)) },
+    Family { name: "container_threads", kind: Gauge, group: "process", labels: "",
+        help: "Tasks (threads) in the cgroup and its children.",
+        source: "pids.current",
+        emit: |x, o| o.u(s(x).threads) },
+    Family { name: "container_threads_max", kind: Gauge, group: "process", labels: "",
+        help: "Task limit of the cgroup (0 when unlimited).",
+        source: "pids.max",
+        emit: |x, o| o.u(s(x).threads_max) },
+];
+
+/// Host-level families (no container labels).
+pub const MACHINE_FAMILIES: &[(&str, MetricType, &str)] = &[
+    ("machine_cpu_cores", Gauge, "Logical CPUs of the machine."),
+    (
+        "machine_memory_bytes",
+        Gauge,
+        "Memory of the machine, in bytes (MemTotal).",
+    ),
+    (
+        "machine_swap_bytes",
+        Gauge,
+        "Swap of the machine, in bytes (SwapTotal).",
+    ),
+];
+
+/// Encodes every container family, skipping families with no sample.
+pub fn encode_containers(enc: &mut Encoder, samples: &[ContainerSample]) {
+    for family in CONTAINER_FAMILIES {
+        let mark = enc.buf.len();
+        enc.header(family.name, family.help, family.kind);
+        let after_header = enc.buf.len();
+        for sample in samples {
+            let mut out = Out {
+                enc: &mut *enc,
+                name: family.name,
+                prefix: &sample.target.label_prefix,
+            };
+            (family.emit)(sample, &mut out);
+        }
+        if enc.buf.len() == after_header {
+            enc.buf.truncate(mark);
+        }
+    }
+}
+
+/// The metric list for the README, as a Markdown table.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| metric | type | extra labels | group | source (cgroup v1; v2) |\n|---|---|---|---|---|\n");
+    for f in CONTAINER_FAMILIES {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            f.name,
+            f.kind.as_str(),
+            if f.labels.is_empty() { "–" } else { f.labels },
+            f.group,
+            f.source
+        ));
+    }
+    for (name, kind, help) in MACHINE_FAMILIES {
+        out.push_str(&format!(
+            "| `{name}` | {} | – (no container labels) | machine | {help} |\n",
+            kind.as_str()
+        ));
+    }
+    for (name, kind, _, help) in super::selfmetrics::SELF_FAMILIES {
+        out.push_str(&format!(
+            "| `{name}` | {} | see help | self | {help} |\n",
+            kind.as_str()
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_unique_and_well_named() {
+        let names: Vec<&str> = CONTAINER_FAMILIES.iter().map(|f| f.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        for f in CONTAINER_FAMILIES {
+            assert!(f.name.starts_with("container_"));
+            assert_eq!(
+                f.kind == Counter,
+                f.name.ends_with("_total") || f.name == "container_memory_failcnt",
+                "{}",
+                f.name
+            );
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! podstat: a per-node agent that reads container stats from cgroupfs and procfs and serves
+//! them in cAdvisor-compatible Prometheus format.
+//!
+//! Data flow (one module per step):
+//! `discovery` (walk the cgroup tree, classify kubelet layouts) → `reader` + `parse` (read and
+//! parse files, pure parsers) → `collect` (one collector per metric group, an explicit
+//! registry) → `snapshot` (the result of one collection) → `expose::encode` + `expose::names`
+//! (text format from the single metric table) → `expose::server` (HTTP), with `agent` sharing
+//! one collection between concurrent scrapes.
+
+pub mod agent;
+pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod discovery;
+pub mod expose;
+pub mod logging;
+pub mod parse;
+pub mod reader;
+pub mod snapshot;

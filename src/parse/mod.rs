@@ -1,0 +1,200 @@
+//! Pure parsers for cgroupfs and procfs files.
+//!
+//! Every function here takes the raw bytes of one file and returns plain values; none of them
+//! touches the filesystem, allocates per line, or panics on any input (proptest in
+//! `tests/all/parse_props.rs` feeds them arbitrary bytes). The collectors decide which file to
+//! read; these functions only know the kernel's text formats.
+
+pub mod blkio;
+pub mod cpu;
+pub mod memory;
+pub mod netdev;
+pub mod procfs;
+pub mod psi;
+
+/// Why a file's content was not understood. Carries no path: the reader adds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("file is empty")]
+    Empty,
+    #[error("not a number: {0:?}")]
+    BadNumber(String),
+    #[error("line {line}: {reason}")]
+    BadLine { line: usize, reason: &'static str },
+}
+
+impl ParseError {
+    fn bad_number(bytes: &[u8]) -> Self {
+        // Bounded so a garbage file cannot blow up a log line.
+        let shown = &bytes[..bytes.len().min(32)];
+        ParseError::BadNumber(String::from_utf8_lossy(shown).into_owned())
+    }
+}
+
+/// Parses an unsigned decimal integer with no sign, spaces or suffix.
+pub fn parse_u64(bytes: &[u8]) -> Result<u64, ParseError> {
+    if bytes.is_empty() {
+        return Err(ParseError::bad_number(bytes));
+    }
+    let mut value: u64 = 0;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            return Err(ParseError::bad_number(bytes));
+        }
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+            .ok_or_else(|| ParseError::bad_number(bytes))?;
+    }
+    Ok(value)
+}
+
+/// Parses a signed decimal integer (`cpu.cfs_quota_us` is `-1` when unlimited).
+pub fn parse_i64(bytes: &[u8]) -> Result<i64, ParseError> {
+    match bytes.split_first() {
+        Some((b'-', rest)) => {
+            let v = parse_u64(rest)?;
+            i64::try_from(v)
+                .map(|v| -v)
+                .map_err(|_| ParseError::bad_number(bytes))
+        }
+        _ => {
+            let v = parse_u64(bytes)?;
+            i64::try_from(v).map_err(|_| ParseError::bad_number(bytes))
+        }
+    }
+}
+
+/// Trims ASCII whitespace (the kernel ends every single-value file with `\n`).
+pub fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |p| p + 1);
+    &bytes[start..end.max(start)]
+}
+
+/// A file holding one unsigned number, e.g. `memory.current`, `cpuacct.usage`, `pids.current`.
+pub fn single_u64(bytes: &[u8]) -> Result<u64, ParseError> {
+    let t = trim(bytes);
+    if t.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    parse_u64(t)
+}
+
+/// A file holding one signed number, e.g. `cpu.cfs_quota_us`.
+pub fn single_i64(bytes: &[u8]) -> Result<i64, ParseError> {
+    let t = trim(bytes);
+    if t.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    parse_i64(t)
+}
+
+/// A v2 limit file: a number, or `max` for "no limit" (`None`), e.g. `memory.max`, `pids.max`.
+pub fn max_or_u64(bytes: &[u8]) -> Result<Option<u64>, ParseError> {
+    let t = trim(bytes);
+    if t == b"max" {
+        return Ok(None);
+    }
+    if t.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    parse_u64(t).map(Some)
+}
+
+/// Visits each `key value` line of a flat-keyed file (`memory.stat`, `cpu.stat`,
+/// `memory.events`, `cpuacct.stat`, `memory.oom_control`). Blank lines are skipped; a line
+/// without a numeric second field is an error, so a truncated or foreign file is reported
+/// instead of silently read as zeros.
+pub fn for_each_flat_keyed(
+    bytes: &[u8],
+    mut visit: impl FnMut(&[u8], u64),
+) -> Result<(), ParseError> {
+    let mut seen = false;
+    for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let mut fields = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|f| !f.is_empty());
+        let Some(key) = fields.next() else { continue };
+        let Some(value) = fields.next() else {
+            return Err(ParseError::BadLine {
+                line: index + 1,
+                reason: "expected `key value`",
+            });
+        };
+        let value = parse_u64(value).map_err(|_| ParseError::BadLine {
+            line: index + 1,
+            reason: "value is not an unsigned integer",
+        })?;
+        visit(key, value);
+        seen = true;
+    }
+    if seen {
+        Ok(())
+    } else {
+        Err(ParseError::Empty)
+    }
+}
+
+/// Counts the PIDs in `cgroup.procs` and returns the first one (used to enter the pod's
+/// network namespace through `/proc/<pid>/net/dev`). A PID of 0 means "not visible from this PID
+/// namespace" on v2 and is ignored.
+pub fn cgroup_procs(bytes: &[u8]) -> Result<(u64, Option<u32>), ParseError> {
+    let mut count = 0;
+    let mut first = None;
+    for line in bytes.split(|&b| b == b'\n') {
+        let t = trim(line);
+        if t.is_empty() {
+            continue;
+        }
+        let pid = parse_u64(t)?;
+        count += 1;
+        if first.is_none() && pid != 0 {
+            first = u32::try_from(pid).ok();
+        }
+    }
+    Ok((count, first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u64(b"0"), Ok(0));
+        assert_eq!(parse_u64(b"18446744073709551615"), Ok(u64::MAX));
+        assert!(parse_u64(b"18446744073709551616").is_err());
+        assert!(parse_u64(b"").is_err());
+        assert!(parse_u64(b"1 2").is_err());
+        assert_eq!(single_i64(b"-1\n"), Ok(-1));
+        assert_eq!(single_u64(b"  42 \n"), Ok(42));
+        assert_eq!(single_u64(b"\n"), Err(ParseError::Empty));
+        assert_eq!(max_or_u64(b"max\n"), Ok(None));
+        assert_eq!(max_or_u64(b"1024\n"), Ok(Some(1024)));
+    }
+
+    #[test]
+    fn flat_keyed_rejects_garbage() {
+        let mut n = 0;
+        assert!(for_each_flat_keyed(b"a 1\nb 2\n", |_, _| n += 1).is_ok());
+        assert_eq!(n, 2);
+        assert!(for_each_flat_keyed(b"a\n", |_, _| {}).is_err());
+        assert!(for_each_flat_keyed(b"a x\n", |_, _| {}).is_err());
+        assert_eq!(for_each_flat_keyed(b"", |_, _| {}), Err(ParseError::Empty));
+    }
+
+    #[test]
+    fn procs() {
+        assert_eq!(cgroup_procs(b"12\n13\n"), Ok((2, Some(12))));
+        assert_eq!(cgroup_procs(b"0\n13\n"), Ok((2, Some(13))));
+        assert_eq!(cgroup_procs(b""), Ok((0, None)));
+        assert!(cgroup_procs(b"x\n").is_err());
+    }
+}

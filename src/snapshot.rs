@@ -1,0 +1,110 @@
+//! The result of one collection: every reported cgroup with its stats, the machine, and the
+//! agent's own figures. Encoding reads only this, so a snapshot can be served to several
+//! scrapers without touching the filesystem again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::discovery::Target;
+use crate::parse::blkio::DeviceIo;
+use crate::parse::netdev::InterfaceStats;
+use crate::parse::psi::Pressure;
+
+/// Block IO of one device, with the device label already resolved (`/dev/sda`, or empty).
+#[derive(Debug, Clone)]
+pub struct DeviceStats {
+    pub device: Arc<str>,
+    pub io: DeviceIo,
+}
+
+/// Everything read for one cgroup. `None` means "not available here" (controller off, old
+/// kernel, file unreadable), and the encoder omits the series rather than inventing a zero.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerStats {
+    // cpu
+    pub cpu_usage_seconds: Option<f64>,
+    pub cpu_user_seconds: Option<f64>,
+    pub cpu_system_seconds: Option<f64>,
+    pub cfs_periods: Option<u64>,
+    pub cfs_throttled_periods: Option<u64>,
+    pub cfs_throttled_seconds: Option<f64>,
+    // spec
+    pub spec_cpu_period: Option<u64>,
+    pub spec_cpu_quota: Option<u64>,
+    pub spec_cpu_shares: Option<u64>,
+    pub spec_memory_limit: Option<u64>,
+    pub spec_memory_swap_limit: Option<u64>,
+    pub spec_memory_reservation: Option<u64>,
+    // memory
+    pub memory_usage: Option<u64>,
+    pub memory_working_set: Option<u64>,
+    pub memory_rss: Option<u64>,
+    pub memory_cache: Option<u64>,
+    pub memory_mapped_file: Option<u64>,
+    pub memory_swap: Option<u64>,
+    pub memory_failcnt: Option<u64>,
+    pub memory_max_usage: Option<u64>,
+    pub memory_pgfault: Option<u64>,
+    pub memory_pgmajfault: Option<u64>,
+    pub memory_active_file: Option<u64>,
+    pub memory_inactive_file: Option<u64>,
+    // oom / memory.events
+    pub oom_kills: Option<u64>,
+    pub memory_events_high: Option<u64>,
+    pub memory_events_max: Option<u64>,
+    // diskIO
+    pub devices: Vec<DeviceStats>,
+    // process
+    pub processes: Option<u64>,
+    pub threads: Option<u64>,
+    pub threads_max: Option<u64>,
+    /// First visible PID, used to find the pod's network namespace.
+    pub first_pid: Option<u32>,
+    // pressure
+    pub cpu_pressure: Option<Pressure>,
+    pub memory_pressure: Option<Pressure>,
+    pub io_pressure: Option<Pressure>,
+    // network (only on the row that carries the pod's network, and on `/`)
+    pub network: Vec<(Arc<str>, InterfaceStats)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerSample {
+    pub target: Arc<Target>,
+    pub stats: ContainerStats,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineStats {
+    pub cpu_cores: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub swap_bytes: Option<u64>,
+}
+
+/// Per-collector figures of one collection.
+#[derive(Debug, Clone, Default)]
+pub struct CollectorRun {
+    pub name: &'static str,
+    pub duration: Duration,
+    pub success: bool,
+}
+
+/// Errors of one collection, by kind (the `kind` label of `podstat_read_errors_total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorCounts {
+    pub parse: u64,
+    pub io: u64,
+    pub vanished: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub containers: Vec<ContainerSample>,
+    pub machine: MachineStats,
+    pub collectors: Vec<CollectorRun>,
+    pub errors: ErrorCounts,
+    /// True when discovery failed: cAdvisor's `container_scrape_error`.
+    pub discovery_failed: bool,
+    pub duration: Duration,
+    pub files_read: u64,
+}

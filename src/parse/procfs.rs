@@ -110,9 +110,17 @@ mod tests {
 
     #[test]
     fn meminfo_is_bytes() {
-        assert_eq!(
-            meminfo_totals(b"MemTotal:       1024 kB\nSwapTotal:         2 kB\n"),
-            Ok((1024 * 1024, 2048))
-        );
+        // A real /proc/meminfo (kernel 6.18, this project's dev VM): MemTotal 24621540 kB.
+        let text = include_bytes!("../../tests/fixtures/proc-node/meminfo");
+        let (mem, swap) = meminfo_totals(text).expect("meminfo");
+        let kb = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.lines().find(|l| l.starts_with("MemTotal:")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("MemTotal line");
+        assert_eq!(mem, kb * 1024);
+        assert_eq!(swap, 0);
+        assert!(meminfo_totals(b"MemTotal: x kB\n").is_err());
     }
 }

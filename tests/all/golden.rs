@@ -1,0 +1,137 @@
+//! Golden tests: a fixture cgroup v2 tree (systemd driver, containerd) and a v1 tree (cgroupfs
+//! driver) give exactly the expected exposition, which `promtool check metrics` also accepts.
+//! `UPDATE_GOLDEN=1 cargo test golden` rewrites the expected files.
+
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::support::{fixtures, golden_dir, skip_unless, which};
+
+/// Copies a fixture tree (without `.gitkeep` markers) and pins every directory's and
+/// `cgroup.procs`' mtime, so `container_start_time_seconds` does not depend on checkout time.
+fn copy_pinned(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_pinned(&entry.path(), &target);
+        } else if entry.file_name() != ".gitkeep" {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+    let pinned = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for p in [to.to_path_buf(), to.join("cgroup.procs")] {
+        if let Ok(f) = File::open(&p) {
+            f.set_modified(pinned).expect("set mtime");
+        }
+    }
+}
+
+/// Durations differ between runs; everything else must match byte for byte.
+fn normalise(body: &str) -> String {
+    body.lines()
+        .map(|l| {
+            if l.starts_with("podstat_scrape_duration_seconds") || l.starts_with("podstat_collector_duration_seconds{") {
+                match l.rsplit_once(' ') {
+                    Some((head, _)) => format!("{head} 0"),
+                    None => l.to_owned(),
+                }
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+fn render(cgroup_fixture: &str) -> String {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cg = tmp.path().join("cgroup");
+    copy_pinned(&fixtures().join(cgroup_fixture), &cg);
+    let toml = format!(
+        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n",
+        cg,
+        fixtures().join("proc-node"),
+        fixtures().join("sys-node")
+    );
+    let config = podstat::config::parse(&toml, "test").expect("config");
+    let agent = podstat::agent::Agent::new(&config).expect("agent");
+    let body = String::from_utf8(agent.scrape().body.clone()).expect("utf8");
+    normalise(&body)
+}
+
+fn check(cgroup_fixture: &str, golden: &str) {
+    let actual = render(cgroup_fixture);
+    let path = golden_dir().join(golden);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &actual).expect("write golden");
+    }
+    let expected = std::fs::read_to_string(&path).expect("golden file (UPDATE_GOLDEN=1 creates it)");
+    if actual != expected {
+        let diff: Vec<String> = expected
+            .lines()
+            .zip(actual.lines())
+            .filter(|(e, a)| e != a)
+            .take(10)
+            .map(|(e, a)| format!("- {e}\n+ {a}"))
+            .collect();
+        panic!(
+            "{golden} differs ({} expected lines, {} actual):\n{}",
+            expected.lines().count(),
+            actual.lines().count(),
+            diff.join("\n")
+        );
+    }
+    // Twice: a second collection over the same tree must give the same output.
+    assert_eq!(render(cgroup_fixture), actual, "second collection differs");
+}
+
+#[test]
+fn golden_v2_systemd_containerd() {
+    check("cgroup-v2/kubepods-systemd-containerd", "v2_systemd_containerd.prom");
+}
+
+#[test]
+fn golden_v1_cgroupfs() {
+    check("cgroup-v1/kubepods-cgroupfs", "v1_cgroupfs.prom");
+}
+
+#[test]
+fn golden_v2_has_the_compat_shape() {
+    let body = render("cgroup-v2/kubepods-systemd-containerd");
+    // 9 containers (incl. 3 sandboxes), 3 pods, QoS levels and root, each with a start time.
+    let starts = body.lines().filter(|l| l.starts_with("container_start_time_seconds{")).count();
+    assert_eq!(starts, 1 + 3 + 3 + 9, "{body}");
+    // Network appears once per pod, on the pause sandbox, with lo dropped.
+    let rx: Vec<&str> = body.lines().filter(|l| l.starts_with("container_network_receive_bytes_total{")).collect();
+    assert_eq!(rx.iter().filter(|l| l.contains("cri-containerd-146d3f31")).count(), 1, "{rx:?}");
+    assert!(rx.iter().all(|l| !l.contains("interface=\"lo\"")));
+    // Root gets host interfaces minus veth/docker/lo.
+    assert!(rx.iter().any(|l| l.contains("id=\"/\"") && l.contains("interface=\"eth0\"")));
+    assert!(!rx.iter().any(|l| l.contains("docker0") || l.contains("veth")));
+    // Guaranteed pod (no QoS level) is classified as a pod.
+    assert!(body.contains("id=\"/kubepods.slice/kubepods-pod5cec4eb5_edd9_4831_9ca3_5cfb04fc6d82.slice\""));
+}
+
+#[test]
+fn golden_files_pass_promtool() {
+    let Some(promtool) = which("promtool") else {
+        assert!(!skip_unless(false, "promtool (Debian package prometheus)"));
+        return;
+    };
+    for golden in ["v2_systemd_containerd.prom", "v1_cgroupfs.prom"] {
+        let out = std::process::Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(File::open(golden_dir().join(golden)).expect("golden"))
+            .output()
+            .expect("run promtool");
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        // promtool's lint notes (e.g. "counter metrics should have _total") are warnings about
+        // cAdvisor's own names; only errors fail the check.
+        assert!(out.status.success() || !text.contains("error"), "{golden}: {text}");
+        assert!(!text.contains("error while linting") && !text.contains("text format parsing error"), "{golden}: {text}");
+    }
+}

@@ -1,0 +1,12 @@
+//! The one integration-test binary (one link step instead of one per file).
+//!
+//! Tests that need root, a network namespace or a Prometheus binary skip with a loud message
+//! when those are missing, except under CI (`CI=true`), where a skip is a failure.
+
+mod cli;
+mod e2e_prometheus;
+mod golden;
+mod parse_fixtures;
+mod parse_props;
+mod real_cgroup;
+mod support;

@@ -1,0 +1,186 @@
+//! Shared test helpers: fixture paths, skip rules, and guards that clean up what a test
+//! created (cgroups, network namespaces, processes) even when the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips (returns true) when a requirement is missing; panics instead under CI.
+pub fn skip_unless(ok: bool, what: &str) -> bool {
+    if ok {
+        return false;
+    }
+    if in_ci() {
+        panic!("required for this test under CI but missing: {what}");
+    }
+    eprintln!("\n!!!!! SKIPPED: {what} !!!!!\n");
+    true
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(bin))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A name unique to this test run, so parallel runs on one machine never collide.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A child process killed (by PID) and reaped on drop.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Cgroup directories removed on drop, deepest first, after moving any process still inside
+/// back to the parent of the test's top directory. Only directories the test made are touched.
+pub struct CgroupGuard {
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let mut dirs = self.dirs.clone();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            for _ in 0..50 {
+                match std::fs::remove_dir(&d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    // EBUSY while a killed process is still being reaped by the kernel.
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+}
+
+/// A network namespace (`ip netns add`) deleted on drop.
+pub struct NetnsGuard {
+    pub name: String,
+}
+
+impl NetnsGuard {
+    pub fn new(name: &str) -> NetnsGuard {
+        let status = Command::new("ip").args(["netns", "add", name]).status();
+        assert!(status.is_ok_and(|s| s.success()), "ip netns add {name}");
+        NetnsGuard { name: name.into() }
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+    }
+}
+
+/// A host-side network link deleted on drop (its veth peer goes with it).
+pub struct LinkGuard {
+    pub name: String,
+}
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "delete", &self.name]).status();
+    }
+}
+
+pub fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Finds the value of the sample whose line starts with `name{` and contains every `needle`.
+pub fn sample_value(body: &str, name: &str, needles: &[&str]) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Plain HTTP/1.0 GET on loopback, returning (status line, headers, body).
+pub fn http_get(addr: &str, path: &str, extra_headers: &str) -> std::io::Result<(String, String, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra_headers}\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = raw[split + 4..].to_vec();
+    let (status, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+    Ok((status.to_owned(), headers.to_owned(), body))
+}
+
+/// Starts the podstat binary with `args`, waiting until it answers on `addr`.
+pub fn start_podstat(args: &[&str], addr: &str) -> ChildGuard {
+    let child = Command::new(env!("CARGO_BIN_EXE_podstat"))
+        .args(args)
+        .spawn()
+        .expect("start podstat");
+    let guard = ChildGuard(child);
+    wait_for(Duration::from_secs(20), || http_get(addr, "/healthz", "").ok())
+        .expect("podstat did not start listening");
+    guard
+}
+
+/// A free loopback port (bound then released; fine for tests that start a server right away).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}

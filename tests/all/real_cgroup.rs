@@ -1,0 +1,194 @@
+//! Real cgroups, real processes, a real network namespace: podstat's numbers must agree with
+//! the kernel. Needs root (skips loudly otherwise; fails under CI).
+//!
+//! Everything lives under a uniquely named top cgroup in each hierarchy and two uniquely named
+//! network namespaces; guards kill the processes by PID and remove exactly those directories
+//! and namespaces, even when an assertion fails.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{
+    is_root, run, sample_value, skip_unless, unique, which, CgroupGuard, ChildGuard, NetnsGuard,
+};
+
+const POD_UID: &str = "0f1e2d3c-4b5a-4968-8778-695a4b3c2d1e";
+const BUSY_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const MEM_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const SANDBOX_ID: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+const HOLD_BYTES: u64 = 64 << 20;
+
+/// The hierarchies to create the test's cgroups in (every v1 controller podstat reads, or the
+/// unified one on a pure v2 host).
+fn hierarchies() -> Vec<PathBuf> {
+    let mountinfo = std::fs::read("/proc/self/mountinfo").expect("mountinfo");
+    let mounts = podstat::parse::procfs::cgroup_mounts(&mountinfo).expect("mounts");
+    let layout = podstat::discovery::CgroupLayout::from_mounts(&mounts, std::path::Path::new("/sys/fs/cgroup"));
+    match layout.mode() {
+        Some(podstat::discovery::CgroupMode::V2) => layout.unified.into_iter().collect(),
+        _ => {
+            let mut v: Vec<PathBuf> = [layout.cpu, layout.cpuacct, layout.memory, layout.blkio, layout.pids]
+                .into_iter()
+                .flatten()
+                .collect();
+            v.dedup();
+            v
+        }
+    }
+}
+
+fn move_into(hierarchies: &[PathBuf], rel: &str, pid: u32) {
+    for h in hierarchies {
+        std::fs::write(h.join(rel).join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", h.join(rel).display()));
+    }
+}
+
+/// Sends `count` UDP datagrams of `size` bytes from inside network namespace `ns` to `to`.
+fn send_udp_from(ns: &str, to: &str, count: usize, size: usize) {
+    let ns_path = format!("/run/netns/{ns}");
+    let to = to.to_owned();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).expect("open netns");
+        // setns affects only this thread, which exits afterwards.
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let payload = vec![0x5a_u8; size];
+        for _ in 0..count {
+            // ICMP unreachable answers may surface as errors on later sends; they do not matter.
+            let _ = sock.send_to(&payload, &to);
+        }
+    })
+    .join()
+    .expect("sender thread");
+}
+
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect(")") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
+    (f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime")) / 100.0
+}
+
+#[test]
+fn real_cgroups_agree_with_the_kernel() {
+    if skip_unless(is_root(), "root (creates cgroups and network namespaces)")
+        || skip_unless(which("ip").is_some(), "iproute2 `ip`")
+        || skip_unless(which("python3").is_some(), "python3 (holds a known amount of memory)")
+    {
+        return;
+    }
+    let hierarchies = hierarchies();
+    assert!(!hierarchies.is_empty(), "no cgroup hierarchy");
+    let top = unique("podstat-test-");
+    let pod_rel = format!("{top}/kubepods/burstable/pod{POD_UID}");
+    let rels: Vec<String> = vec![
+        top.clone(),
+        format!("{top}/kubepods"),
+        format!("{top}/kubepods/burstable"),
+        pod_rel.clone(),
+        format!("{pod_rel}/{BUSY_ID}"),
+        format!("{pod_rel}/{MEM_ID}"),
+        format!("{pod_rel}/{SANDBOX_ID}"),
+    ];
+    let mut cgroups = CgroupGuard { dirs: Vec::new() };
+    for h in &hierarchies {
+        for rel in &rels {
+            let dir = h.join(rel);
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            cgroups.dirs.push(dir.clone());
+            if hierarchies.len() == 1 && rel != rels.last().expect("rels") {
+                // Pure v2: enable the controllers for the children.
+                let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory +pids +io");
+            }
+        }
+    }
+
+    // Network: the pod's namespace and a peer namespace joined by a veth pair.
+    let pod_ns = NetnsGuard::new(&unique("pstp"));
+    let peer_ns = NetnsGuard::new(&unique("pstq"));
+    let veth = unique("pv");
+    run("ip", &["-n", &pod_ns.name, "link", "add", "eth0", "type", "veth", "peer", "name", &veth, "netns", &peer_ns.name]);
+    run("ip", &["-n", &pod_ns.name, "addr", "add", "169.254.77.2/30", "dev", "eth0"]);
+    run("ip", &["-n", &peer_ns.name, "addr", "add", "169.254.77.1/30", "dev", &veth]);
+    run("ip", &["-n", &pod_ns.name, "link", "set", "eth0", "up"]);
+    run("ip", &["-n", &peer_ns.name, "link", "set", &veth, "up"]);
+
+    // Processes: a sandbox in the pod netns, a CPU burner, a memory holder.
+    let sandbox = ChildGuard(
+        Command::new("ip").args(["netns", "exec", &pod_ns.name, "sleep", "600"]).spawn().expect("sandbox"),
+    );
+    let busy = ChildGuard(Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("busy"));
+    let mut mem = ChildGuard(
+        Command::new("python3")
+            .args(["-c", &format!("import sys,time\nsys.stdin.readline()\nb=bytearray({HOLD_BYTES})\nprint('held',flush=True)\ntime.sleep(600)")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("memory holder"),
+    );
+    // `ip netns exec` execs sleep in place: wait until the namespace switch happened.
+    std::thread::sleep(Duration::from_millis(300));
+    move_into(&hierarchies, &format!("{pod_rel}/{SANDBOX_ID}"), sandbox.pid());
+    move_into(&hierarchies, &format!("{pod_rel}/{BUSY_ID}"), busy.pid());
+    move_into(&hierarchies, &format!("{pod_rel}/{MEM_ID}"), mem.pid());
+    // Allocate only after the move, so the pages are charged to the test cgroup.
+    writeln!(mem.0.stdin.as_mut().expect("stdin")).expect("go");
+    let mut line = String::new();
+    BufReader::new(mem.0.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("held");
+    assert_eq!(line.trim(), "held");
+
+    let config = podstat::config::parse("[server]\nmin_collect_interval_ms = 0\n", "test").expect("config");
+    let agent = podstat::agent::Agent::new(&config).expect("agent");
+    let id = |leaf: &str| format!("id=\"/{pod_rel}/{leaf}\"");
+    let pod_id = format!("id=\"/{pod_rel}\"");
+
+    let body1 = String::from_utf8(agent.scrape().body.clone()).expect("utf8");
+    let cpu1 = sample_value(&body1, "container_cpu_usage_seconds_total", &[&id(BUSY_ID)]).expect("busy cpu 1");
+    let kernel1 = proc_cpu_seconds(busy.pid());
+
+    send_udp_from(&peer_ns.name, "169.254.77.2:9", 200, 1000);
+    send_udp_from(&pod_ns.name, "169.254.77.1:9", 100, 1000);
+    std::thread::sleep(Duration::from_secs(2));
+
+    let body2 = String::from_utf8(agent.scrape().body.clone()).expect("utf8");
+    let cpu2 = sample_value(&body2, "container_cpu_usage_seconds_total", &[&id(BUSY_ID)]).expect("busy cpu 2");
+    let kernel2 = proc_cpu_seconds(busy.pid());
+    let (ours, theirs) = (cpu2 - cpu1, kernel2 - kernel1);
+    assert!(theirs > 0.5, "the burner did not burn: {theirs}s");
+    // /proc/<pid>/stat has 10 ms ticks; allow 5% plus two ticks per reading.
+    assert!((ours - theirs).abs() <= 0.05 * theirs + 0.04, "podstat {ours}s vs kernel {theirs}s");
+
+    let usage = sample_value(&body2, "container_memory_usage_bytes", &[&id(MEM_ID)]).expect("mem usage");
+    assert!(usage >= HOLD_BYTES as f64, "usage {usage} < {HOLD_BYTES}");
+    let ws = sample_value(&body2, "container_memory_working_set_bytes", &[&id(MEM_ID)]).expect("working set");
+    assert!(ws >= HOLD_BYTES as f64 && ws <= usage);
+    assert_eq!(sample_value(&body2, "container_processes", &[&id(BUSY_ID)]), Some(1.0));
+    assert!(sample_value(&body2, "container_threads", &[&id(MEM_ID)]).is_some_and(|t| t >= 1.0));
+
+    // The pod's network comes from the sandbox's namespace, once, on the pod row (the sandbox
+    // runs `sleep`, not `pause`, so it is not recognised as the sandbox).
+    let rx = sample_value(&body2, "container_network_receive_bytes_total", &[&pod_id, "interface=\"eth0\""]).expect("pod rx");
+    let tx = sample_value(&body2, "container_network_transmit_bytes_total", &[&pod_id, "interface=\"eth0\""]).expect("pod tx");
+    assert!(rx >= 200_000.0, "rx {rx}");
+    assert!(tx >= 100_000.0, "tx {tx}");
+    assert_eq!(body2.matches(&format!("container_network_receive_bytes_total{{container=\"\",{pod_id}")).count(), 1);
+    assert!(!body2.lines().any(|l| l.starts_with("container_network") && l.contains(BUSY_ID)));
+
+    // Remove a container between scrapes: the next scrape succeeds without its series.
+    drop(mem);
+    for h in &hierarchies {
+        let dir = h.join(format!("{pod_rel}/{MEM_ID}"));
+        crate::support::wait_for(Duration::from_secs(5), || std::fs::remove_dir(&dir).ok()).expect("rmdir mem cgroup");
+    }
+    let body3 = String::from_utf8(agent.scrape().body.clone()).expect("utf8");
+    assert!(!body3.contains(MEM_ID), "removed container still reported");
+    assert!(body3.contains(BUSY_ID));
+    assert_eq!(sample_value(&body3, "container_scrape_error", &[]), Some(0.0));
+    drop((busy, sandbox));
+    drop((pod_ns, peer_ns));
+    drop(cgroups);
+}

@@ -12,7 +12,20 @@ use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Rendered};
+
+struct PlainBody(Arc<Rendered>);
+impl AsRef<[u8]> for PlainBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.body
+    }
+}
+struct GzipBody(Arc<Rendered>);
+impl AsRef<[u8]> for GzipBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.gzipped()
+    }
+}
 
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -92,10 +105,12 @@ async fn handle(
             let a = Arc::clone(&agent);
             match tokio::task::spawn_blocking(move || a.scrape()).await {
                 Ok(rendered) => {
+                    // Serve the shared body without copying it (it can be megabytes).
                     let body = if gzip {
-                        Bytes::copy_from_slice(rendered.gzipped())
+                        rendered.gzipped();
+                        Bytes::from_owner(GzipBody(rendered))
                     } else {
-                        Bytes::copy_from_slice(&rendered.body)
+                        Bytes::from_owner(PlainBody(rendered))
                     };
                     let mut r = respond(StatusCode::OK, METRICS_CONTENT_TYPE, body);
                     if gzip {

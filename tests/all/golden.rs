@@ -33,7 +33,9 @@ fn copy_pinned(from: &Path, to: &Path) {
 fn normalise(body: &str) -> String {
     body.lines()
         .map(|l| {
-            if l.starts_with("podstat_scrape_duration_seconds") || l.starts_with("podstat_collector_duration_seconds{") {
+            if l.starts_with("podstat_scrape_duration_seconds")
+                || l.starts_with("podstat_collector_duration_seconds{")
+            {
                 match l.rsplit_once(' ') {
                     Some((head, _)) => format!("{head} 0"),
                     None => l.to_owned(),
@@ -69,7 +71,8 @@ fn check(cgroup_fixture: &str, golden: &str) {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &actual).expect("write golden");
     }
-    let expected = std::fs::read_to_string(&path).expect("golden file (UPDATE_GOLDEN=1 creates it)");
+    let expected =
+        std::fs::read_to_string(&path).expect("golden file (UPDATE_GOLDEN=1 creates it)");
     if actual != expected {
         let diff: Vec<String> = expected
             .lines()
@@ -91,7 +94,10 @@ fn check(cgroup_fixture: &str, golden: &str) {
 
 #[test]
 fn golden_v2_systemd_containerd() {
-    check("cgroup-v2/kubepods-systemd-containerd", "v2_systemd_containerd.prom");
+    check(
+        "cgroup-v2/kubepods-systemd-containerd",
+        "v2_systemd_containerd.prom",
+    );
 }
 
 #[test]
@@ -103,17 +109,34 @@ fn golden_v1_cgroupfs() {
 fn golden_v2_has_the_compat_shape() {
     let body = render("cgroup-v2/kubepods-systemd-containerd");
     // 9 containers (incl. 3 sandboxes), 3 pods, QoS levels and root, each with a start time.
-    let starts = body.lines().filter(|l| l.starts_with("container_start_time_seconds{")).count();
+    let starts = body
+        .lines()
+        .filter(|l| l.starts_with("container_start_time_seconds{"))
+        .count();
     assert_eq!(starts, 1 + 3 + 3 + 9, "{body}");
     // Network appears once per pod, on the pause sandbox, with lo dropped.
-    let rx: Vec<&str> = body.lines().filter(|l| l.starts_with("container_network_receive_bytes_total{")).collect();
-    assert_eq!(rx.iter().filter(|l| l.contains("cri-containerd-146d3f31")).count(), 1, "{rx:?}");
+    let rx: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("container_network_receive_bytes_total{"))
+        .collect();
+    assert_eq!(
+        rx.iter()
+            .filter(|l| l.contains("cri-containerd-146d3f31"))
+            .count(),
+        1,
+        "{rx:?}"
+    );
     assert!(rx.iter().all(|l| !l.contains("interface=\"lo\"")));
     // Root gets host interfaces minus veth/docker/lo.
-    assert!(rx.iter().any(|l| l.contains("id=\"/\"") && l.contains("interface=\"eth0\"")));
-    assert!(!rx.iter().any(|l| l.contains("docker0") || l.contains("veth")));
+    assert!(rx
+        .iter()
+        .any(|l| l.contains("id=\"/\"") && l.contains("interface=\"eth0\"")));
+    assert!(!rx
+        .iter()
+        .any(|l| l.contains("docker0") || l.contains("veth")));
     // Guaranteed pod (no QoS level) is classified as a pod.
-    assert!(body.contains("id=\"/kubepods.slice/kubepods-pod5cec4eb5_edd9_4831_9ca3_5cfb04fc6d82.slice\""));
+    assert!(body
+        .contains("id=\"/kubepods.slice/kubepods-pod5cec4eb5_edd9_4831_9ca3_5cfb04fc6d82.slice\""));
 }
 
 #[test]
@@ -128,10 +151,17 @@ fn golden_files_pass_promtool() {
             .stdin(File::open(golden_dir().join(golden)).expect("golden"))
             .output()
             .expect("run promtool");
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
         // promtool's lint notes (e.g. "counter metrics should have _total") are warnings about
         // cAdvisor's own names; only errors fail the check.
-        assert!(out.status.success() || !text.contains("error"), "{golden}: {text}");
-        assert!(!text.contains("error while linting") && !text.contains("text format parsing error"), "{golden}: {text}");
+        assert!(
+            out.status.success() || !text.contains("error"),
+            "{golden}: {text}"
+        );
+        assert!(
+            !text.contains("error while linting") && !text.contains("text format parsing error"),
+            "{golden}: {text}"
+        );
     }
 }

@@ -15,9 +15,15 @@ fn read(rel: &str) -> Vec<u8> {
 fn v2_cpu_stat_and_max() {
     let st = cpu::cpu_stat(&read("cgroup-v2/telegraf_v2-cgroup/cpu.stat")).expect("cpu.stat");
     assert!(st.usage_usec.is_some() && st.nr_bursts.is_some());
-    assert_eq!(st.usage_usec.map(|u| u >= st.user_usec.unwrap_or(0)), Some(true));
+    assert_eq!(
+        st.usage_usec.map(|u| u >= st.user_usec.unwrap_or(0)),
+        Some(true)
+    );
     let max = cpu::cpu_max(&read("cgroup-v2/telegraf_v2-cgroup/cpu.max")).expect("cpu.max");
-    assert_eq!((max.quota_usec, max.period_usec), (Some(4_800_000), 100_000));
+    assert_eq!(
+        (max.quota_usec, max.period_usec),
+        (Some(4_800_000), 100_000)
+    );
 }
 
 #[test]
@@ -27,7 +33,10 @@ fn v1_cpu_files() {
     let usage_ns = single_u64(&read(&format!("{base}/cpuacct.usage"))).expect("usage");
     // user+system ticks (10 ms) must be close to the ns total.
     let ticks_ns = (st.user_ticks + st.system_ticks) * 10_000_000;
-    assert!(ticks_ns.abs_diff(usage_ns) < usage_ns / 5 + 100_000_000, "{ticks_ns} vs {usage_ns}");
+    assert!(
+        ticks_ns.abs_diff(usage_ns) < usage_ns / 5 + 100_000_000,
+        "{ticks_ns} vs {usage_ns}"
+    );
     let docker = "cgroup-v1/kubepods-cgroupfs/cpu/kubepods/burstable/pod7a96c459-d529-44ae-9f99-90d3798d6426/b29faf21b7eff959f64b4192c34d5d67a707fe8561e9eaa608cb27693fba4242/cpu.stat";
     let throttled = cpu::cpu_stat(&read(docker)).expect("cpu.stat");
     assert_eq!(throttled.nr_throttled, Some(1046));
@@ -36,7 +45,10 @@ fn v1_cpu_files() {
 
 #[test]
 fn memory_stat_both_versions() {
-    let v2 = memory::memory_stat_v2(&read("cgroup-v2/selinux-host_user-session-scope_no-io-file/memory.stat")).expect("v2");
+    let v2 = memory::memory_stat_v2(&read(
+        "cgroup-v2/selinux-host_user-session-scope_no-io-file/memory.stat",
+    ))
+    .expect("v2");
     assert!(v2.rss.is_some() && v2.cache.is_some() && v2.inactive_file.is_some());
     let v1 = memory::memory_stat_v1(
         &read("cgroup-v1/kubepods-cgroupfs/memory/kubepods/burstable/pod7a96c459-d529-44ae-9f99-90d3798d6426/memory.stat"),
@@ -45,21 +57,41 @@ fn memory_stat_both_versions() {
     .expect("v1");
     assert!(v1.rss.is_some() && v1.inactive_file.is_some() && v1.pgfault.is_some());
     let limit = single_u64(&read("cgroup-v1/kubepods-cgroupfs/memory/kubepods/burstable/pod7a96c459-d529-44ae-9f99-90d3798d6426/b29faf21b7eff959f64b4192c34d5d67a707fe8561e9eaa608cb27693fba4242/memory.limit_in_bytes")).expect("limit");
-    assert_eq!(memory::limit_or_zero(limit), 0, "Docker fixture is unlimited");
-    let events = memory::memory_events(&read("cgroup-v2/telegraf_v2-cgroup/memory.events")).expect("events");
+    assert_eq!(
+        memory::limit_or_zero(limit),
+        0,
+        "Docker fixture is unlimited"
+    );
+    let events =
+        memory::memory_events(&read("cgroup-v2/telegraf_v2-cgroup/memory.events")).expect("events");
     assert!(events.oom_kill.is_some());
 }
 
 #[test]
 fn io_stat_edge_cases() {
     let mut out = Vec::new();
-    blkio::io_stat(&read("cgroup-v2/io.stat-edge-cases/io.stat_loop-devices-joined-on-one-line"), &mut out).expect("joined");
+    blkio::io_stat(
+        &read("cgroup-v2/io.stat-edge-cases/io.stat_loop-devices-joined-on-one-line"),
+        &mut out,
+    )
+    .expect("joined");
     assert!(!out.is_empty());
     let mut out = Vec::new();
-    blkio::io_stat(&read("cgroup-v2/io.stat-edge-cases/io.stat_dm-nvme-plus-trailing-bare-devices"), &mut out).expect("bare");
-    assert!(out.iter().any(|d| (d.major, d.minor) == (259, 0) && d.read_bytes > 0));
+    blkio::io_stat(
+        &read("cgroup-v2/io.stat-edge-cases/io.stat_dm-nvme-plus-trailing-bare-devices"),
+        &mut out,
+    )
+    .expect("bare");
+    assert!(out
+        .iter()
+        .any(|d| (d.major, d.minor) == (259, 0) && d.read_bytes > 0));
     let mut out = Vec::new();
-    blkio::blkio_v1(&read("cgroup-v1/telegraf-blkio/blkio.throttle.io_serviced"), blkio::BlkioKind::Ops, &mut out).expect("v1");
+    blkio::blkio_v1(
+        &read("cgroup-v1/telegraf-blkio/blkio.throttle.io_serviced"),
+        blkio::BlkioKind::Ops,
+        &mut out,
+    )
+    .expect("v1");
     assert_eq!(out.len(), 26, "one entry per distinct MAJ:MIN in the file");
 }
 
@@ -67,40 +99,63 @@ fn io_stat_edge_cases() {
 fn pressure_files() {
     let p = psi::pressure(&read("proc/pressure/node-exporter_proc-pressure_cpu")).expect("cpu");
     assert!(p.some_total_usec.is_some() && p.full_total_usec.is_some());
-    let p = psi::pressure(&read("proc/pressure/procfs_proc-pressure_cpu_some-only")).expect("some-only");
+    let p = psi::pressure(&read("proc/pressure/procfs_proc-pressure_cpu_some-only"))
+        .expect("some-only");
     assert!(p.full_total_usec.is_none());
-    let p = psi::pressure(&read("proc/pressure/node-exporter_proc-pressure_irq")).expect("irq full only");
+    let p = psi::pressure(&read("proc/pressure/node-exporter_proc-pressure_irq"))
+        .expect("irq full only");
     assert!(p.some_total_usec.is_none());
 }
 
 #[test]
 fn net_dev_files() {
     let mut names = Vec::new();
-    netdev::net_dev(&read("proc/net-dev/host_veth-docker0-lo-eth0.net-dev"), |n, _| {
-        names.push(String::from_utf8_lossy(n).into_owned())
-    })
+    netdev::net_dev(
+        &read("proc/net-dev/host_veth-docker0-lo-eth0.net-dev"),
+        |n, _| names.push(String::from_utf8_lossy(n).into_owned()),
+    )
     .expect("host");
     assert_eq!(names.len(), 4, "{names:?}");
     let mut eth0 = None;
-    netdev::net_dev(&read("proc/net-dev/container-netns_lo-eth0.net-dev"), |n, s| {
-        if n == b"eth0" {
-            eth0 = Some(s)
-        }
-    })
+    netdev::net_dev(
+        &read("proc/net-dev/container-netns_lo-eth0.net-dev"),
+        |n, s| {
+            if n == b"eth0" {
+                eth0 = Some(s)
+            }
+        },
+    )
     .expect("container");
     assert!(eth0.is_some_and(|s| s.rx_bytes > 0 && s.tx_bytes > 0));
-    netdev::net_dev(&read("proc/net-dev/cadvisor-testdata_no-trailing-newline.net-dev"), |_, _| {}).expect("irregular spacing");
+    netdev::net_dev(
+        &read("proc/net-dev/cadvisor-testdata_no-trailing-newline.net-dev"),
+        |_, _| {},
+    )
+    .expect("irregular spacing");
 }
 
 #[test]
 fn mountinfo_modes() {
-    let hybrid = procfs::cgroup_mounts(&read("proc/mountinfo/hybrid_ubuntu1804_host.mountinfo")).expect("hybrid");
+    let hybrid = procfs::cgroup_mounts(&read("proc/mountinfo/hybrid_ubuntu1804_host.mountinfo"))
+        .expect("hybrid");
     let layout = CgroupLayout::from_mounts(&hybrid, Path::new("/sys/fs/cgroup"));
     assert_eq!(layout.mode(), Some(CgroupMode::Hybrid));
-    let v2 = procfs::cgroup_mounts(&read("proc/mountinfo/v2_node-exporter-fixture_bindmount-host.mountinfo")).expect("v2");
-    assert_eq!(CgroupLayout::from_mounts(&v2, Path::new("/sys/fs/cgroup")).mode(), Some(CgroupMode::V2));
-    let v1 = procfs::cgroup_mounts(&read("proc/mountinfo/v1_node-exporter-fixture_host.mountinfo")).expect("v1");
-    assert_eq!(CgroupLayout::from_mounts(&v1, Path::new("/sys/fs/cgroup")).mode(), Some(CgroupMode::V1));
+    let v2 = procfs::cgroup_mounts(&read(
+        "proc/mountinfo/v2_node-exporter-fixture_bindmount-host.mountinfo",
+    ))
+    .expect("v2");
+    assert_eq!(
+        CgroupLayout::from_mounts(&v2, Path::new("/sys/fs/cgroup")).mode(),
+        Some(CgroupMode::V2)
+    );
+    let v1 = procfs::cgroup_mounts(&read(
+        "proc/mountinfo/v1_node-exporter-fixture_host.mountinfo",
+    ))
+    .expect("v1");
+    assert_eq!(
+        CgroupLayout::from_mounts(&v1, Path::new("/sys/fs/cgroup")).mode(),
+        Some(CgroupMode::V1)
+    );
 }
 
 #[test]

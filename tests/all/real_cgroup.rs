@@ -25,14 +25,23 @@ const HOLD_BYTES: u64 = 64 << 20;
 fn hierarchies() -> Vec<PathBuf> {
     let mountinfo = std::fs::read("/proc/self/mountinfo").expect("mountinfo");
     let mounts = podstat::parse::procfs::cgroup_mounts(&mountinfo).expect("mounts");
-    let layout = podstat::discovery::CgroupLayout::from_mounts(&mounts, std::path::Path::new("/sys/fs/cgroup"));
+    let layout = podstat::discovery::CgroupLayout::from_mounts(
+        &mounts,
+        std::path::Path::new("/sys/fs/cgroup"),
+    );
     match layout.mode() {
         Some(podstat::discovery::CgroupMode::V2) => layout.unified.into_iter().collect(),
         _ => {
-            let mut v: Vec<PathBuf> = [layout.cpu, layout.cpuacct, layout.memory, layout.blkio, layout.pids]
-                .into_iter()
-                .flatten()
-                .collect();
+            let mut v: Vec<PathBuf> = [
+                layout.cpu,
+                layout.cpuacct,
+                layout.memory,
+                layout.blkio,
+                layout.pids,
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             v.dedup();
             v
         }
@@ -77,7 +86,10 @@ fn proc_cpu_seconds(pid: u32) -> f64 {
 fn real_cgroups_agree_with_the_kernel() {
     if skip_unless(is_root(), "root (creates cgroups and network namespaces)")
         || skip_unless(which("ip").is_some(), "iproute2 `ip`")
-        || skip_unless(which("python3").is_some(), "python3 (holds a known amount of memory)")
+        || skip_unless(
+            which("python3").is_some(),
+            "python3 (holds a known amount of memory)",
+        )
     {
         return;
     }
@@ -102,7 +114,8 @@ fn real_cgroups_agree_with_the_kernel() {
             cgroups.dirs.push(dir.clone());
             if hierarchies.len() == 1 && rel != rels.last().expect("rels") {
                 // Pure v2: enable the controllers for the children.
-                let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory +pids +io");
+                let _ =
+                    std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory +pids +io");
             }
         }
     }
@@ -111,17 +124,63 @@ fn real_cgroups_agree_with_the_kernel() {
     let pod_ns = NetnsGuard::new(&unique("pstp"));
     let peer_ns = NetnsGuard::new(&unique("pstq"));
     let veth = unique("pv");
-    run("ip", &["-n", &pod_ns.name, "link", "add", "eth0", "type", "veth", "peer", "name", &veth, "netns", &peer_ns.name]);
-    run("ip", &["-n", &pod_ns.name, "addr", "add", "169.254.77.2/30", "dev", "eth0"]);
-    run("ip", &["-n", &peer_ns.name, "addr", "add", "169.254.77.1/30", "dev", &veth]);
+    run(
+        "ip",
+        &[
+            "-n",
+            &pod_ns.name,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &veth,
+            "netns",
+            &peer_ns.name,
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &pod_ns.name,
+            "addr",
+            "add",
+            "169.254.77.2/30",
+            "dev",
+            "eth0",
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &peer_ns.name,
+            "addr",
+            "add",
+            "169.254.77.1/30",
+            "dev",
+            &veth,
+        ],
+    );
     run("ip", &["-n", &pod_ns.name, "link", "set", "eth0", "up"]);
     run("ip", &["-n", &peer_ns.name, "link", "set", &veth, "up"]);
 
     // Processes: a sandbox in the pod netns, a CPU burner, a memory holder.
     let sandbox = ChildGuard(
-        Command::new("ip").args(["netns", "exec", &pod_ns.name, "sleep", "600"]).spawn().expect("sandbox"),
+        Command::new("ip")
+            .args(["netns", "exec", &pod_ns.name, "sleep", "600"])
+            .spawn()
+            .expect("sandbox"),
     );
-    let busy = ChildGuard(Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("busy"));
+    let busy = ChildGuard(
+        Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("busy"),
+    );
     let mut mem = ChildGuard(
         Command::new("python3")
             .args(["-c", &format!("import sys,time\nsys.stdin.readline()\nb=bytearray({HOLD_BYTES})\nprint('held',flush=True)\ntime.sleep(600)")])
@@ -132,22 +191,30 @@ fn real_cgroups_agree_with_the_kernel() {
     );
     // `ip netns exec` execs sleep in place: wait until the namespace switch happened.
     std::thread::sleep(Duration::from_millis(300));
-    move_into(&hierarchies, &format!("{pod_rel}/{SANDBOX_ID}"), sandbox.pid());
+    move_into(
+        &hierarchies,
+        &format!("{pod_rel}/{SANDBOX_ID}"),
+        sandbox.pid(),
+    );
     move_into(&hierarchies, &format!("{pod_rel}/{BUSY_ID}"), busy.pid());
     move_into(&hierarchies, &format!("{pod_rel}/{MEM_ID}"), mem.pid());
     // Allocate only after the move, so the pages are charged to the test cgroup.
     writeln!(mem.0.stdin.as_mut().expect("stdin")).expect("go");
     let mut line = String::new();
-    BufReader::new(mem.0.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("held");
+    BufReader::new(mem.0.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("held");
     assert_eq!(line.trim(), "held");
 
-    let config = podstat::config::parse("[server]\nmin_collect_interval_ms = 0\n", "test").expect("config");
+    let config =
+        podstat::config::parse("[server]\nmin_collect_interval_ms = 0\n", "test").expect("config");
     let agent = podstat::agent::Agent::new(&config).expect("agent");
     let id = |leaf: &str| format!("id=\"/{pod_rel}/{leaf}\"");
     let pod_id = format!("id=\"/{pod_rel}\"");
 
     let body1 = String::from_utf8(agent.scrape().body.clone()).expect("utf8");
-    let cpu1 = sample_value(&body1, "container_cpu_usage_seconds_total", &[&id(BUSY_ID)]).expect("busy cpu 1");
+    let cpu1 = sample_value(&body1, "container_cpu_usage_seconds_total", &[&id(BUSY_ID)])
+        .expect("busy cpu 1");
     let kernel1 = proc_cpu_seconds(busy.pid());
 
     send_udp_from(&peer_ns.name, "169.254.77.2:9", 200, 1000);
@@ -155,39 +222,71 @@ fn real_cgroups_agree_with_the_kernel() {
     std::thread::sleep(Duration::from_secs(2));
 
     let body2 = String::from_utf8(agent.scrape().body.clone()).expect("utf8");
-    let cpu2 = sample_value(&body2, "container_cpu_usage_seconds_total", &[&id(BUSY_ID)]).expect("busy cpu 2");
+    let cpu2 = sample_value(&body2, "container_cpu_usage_seconds_total", &[&id(BUSY_ID)])
+        .expect("busy cpu 2");
     let kernel2 = proc_cpu_seconds(busy.pid());
     let (ours, theirs) = (cpu2 - cpu1, kernel2 - kernel1);
     assert!(theirs > 0.5, "the burner did not burn: {theirs}s");
     // /proc/<pid>/stat has 10 ms ticks; allow 5% plus two ticks per reading.
-    assert!((ours - theirs).abs() <= 0.05 * theirs + 0.04, "podstat {ours}s vs kernel {theirs}s");
+    assert!(
+        (ours - theirs).abs() <= 0.05 * theirs + 0.04,
+        "podstat {ours}s vs kernel {theirs}s"
+    );
 
-    let usage = sample_value(&body2, "container_memory_usage_bytes", &[&id(MEM_ID)]).expect("mem usage");
+    let usage =
+        sample_value(&body2, "container_memory_usage_bytes", &[&id(MEM_ID)]).expect("mem usage");
     assert!(usage >= HOLD_BYTES as f64, "usage {usage} < {HOLD_BYTES}");
-    let ws = sample_value(&body2, "container_memory_working_set_bytes", &[&id(MEM_ID)]).expect("working set");
+    let ws = sample_value(&body2, "container_memory_working_set_bytes", &[&id(MEM_ID)])
+        .expect("working set");
     assert!(ws >= HOLD_BYTES as f64 && ws <= usage);
-    assert_eq!(sample_value(&body2, "container_processes", &[&id(BUSY_ID)]), Some(1.0));
+    assert_eq!(
+        sample_value(&body2, "container_processes", &[&id(BUSY_ID)]),
+        Some(1.0)
+    );
     assert!(sample_value(&body2, "container_threads", &[&id(MEM_ID)]).is_some_and(|t| t >= 1.0));
 
     // The pod's network comes from the sandbox's namespace, once, on the pod row (the sandbox
     // runs `sleep`, not `pause`, so it is not recognised as the sandbox).
-    let rx = sample_value(&body2, "container_network_receive_bytes_total", &[&pod_id, "interface=\"eth0\""]).expect("pod rx");
-    let tx = sample_value(&body2, "container_network_transmit_bytes_total", &[&pod_id, "interface=\"eth0\""]).expect("pod tx");
+    let rx = sample_value(
+        &body2,
+        "container_network_receive_bytes_total",
+        &[&pod_id, "interface=\"eth0\""],
+    )
+    .expect("pod rx");
+    let tx = sample_value(
+        &body2,
+        "container_network_transmit_bytes_total",
+        &[&pod_id, "interface=\"eth0\""],
+    )
+    .expect("pod tx");
     assert!(rx >= 200_000.0, "rx {rx}");
     assert!(tx >= 100_000.0, "tx {tx}");
-    assert_eq!(body2.matches(&format!("container_network_receive_bytes_total{{container=\"\",{pod_id}")).count(), 1);
-    assert!(!body2.lines().any(|l| l.starts_with("container_network") && l.contains(BUSY_ID)));
+    assert_eq!(
+        body2
+            .matches(&format!(
+                "container_network_receive_bytes_total{{container=\"\",{pod_id}"
+            ))
+            .count(),
+        1
+    );
+    assert!(!body2
+        .lines()
+        .any(|l| l.starts_with("container_network") && l.contains(BUSY_ID)));
 
     // Remove a container between scrapes: the next scrape succeeds without its series.
     drop(mem);
     for h in &hierarchies {
         let dir = h.join(format!("{pod_rel}/{MEM_ID}"));
-        crate::support::wait_for(Duration::from_secs(5), || std::fs::remove_dir(&dir).ok()).expect("rmdir mem cgroup");
+        crate::support::wait_for(Duration::from_secs(5), || std::fs::remove_dir(&dir).ok())
+            .expect("rmdir mem cgroup");
     }
     let body3 = String::from_utf8(agent.scrape().body.clone()).expect("utf8");
     assert!(!body3.contains(MEM_ID), "removed container still reported");
     assert!(body3.contains(BUSY_ID));
-    assert_eq!(sample_value(&body3, "container_scrape_error", &[]), Some(0.0));
+    assert_eq!(
+        sample_value(&body3, "container_scrape_error", &[]),
+        Some(0.0)
+    );
     drop((busy, sandbox));
     drop((pod_ns, peer_ns));
     drop(cgroups);

@@ -45,7 +45,11 @@ pub fn which(bin: &str) -> Option<PathBuf> {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A child process killed (by PID) and reaped on drop.
@@ -102,23 +106,17 @@ impl NetnsGuard {
 
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
-    }
-}
-
-/// A host-side network link deleted on drop (its veth peer goes with it).
-pub struct LinkGuard {
-    pub name: String,
-}
-
-impl Drop for LinkGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "delete", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
     }
 }
 
 pub fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}",
@@ -148,11 +146,18 @@ pub fn sample_value(body: &str, name: &str, needles: &[&str]) -> Option<f64> {
 }
 
 /// Plain HTTP/1.0 GET on loopback, returning (status line, headers, body).
-pub fn http_get(addr: &str, path: &str, extra_headers: &str) -> std::io::Result<(String, String, Vec<u8>)> {
+pub fn http_get(
+    addr: &str,
+    path: &str,
+    extra_headers: &str,
+) -> std::io::Result<(String, String, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra_headers}\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra_headers}\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let split = raw
@@ -172,8 +177,10 @@ pub fn start_podstat(args: &[&str], addr: &str) -> ChildGuard {
         .spawn()
         .expect("start podstat");
     let guard = ChildGuard(child);
-    wait_for(Duration::from_secs(20), || http_get(addr, "/healthz", "").ok())
-        .expect("podstat did not start listening");
+    wait_for(Duration::from_secs(20), || {
+        http_get(addr, "/healthz", "").ok()
+    })
+    .expect("podstat did not start listening");
     guard
 }
 

@@ -66,8 +66,8 @@ const V2: &[&str] = &[
 
 fn parse_any(bytes: &[u8]) -> usize {
     // A token parse stands in for the real parsers (a few µs at most, see `cargo bench --bench parse`).
-    let mut n = 0;
-    let _ = podstat::parse::for_each_flat_keyed(bytes, |_, v| n += v as usize);
+    let mut n: usize = 0;
+    let _ = podstat::parse::for_each_flat_keyed(bytes, |_, v| n = n.wrapping_add(v as usize));
     n
 }
 
@@ -110,7 +110,7 @@ fn main() {
         for f in &files {
             if let Ok(file) = File::open(f) {
                 if let Ok(n) = file.read_at(&mut buf, 0) {
-                    sink += parse_any(&buf[..n]);
+                    sink = sink.wrapping_add(parse_any(&buf[..n]));
                 }
             }
         }
@@ -121,7 +121,7 @@ fn main() {
     for _ in 0..passes {
         for file in &kept {
             if let Ok(n) = file.read_at(&mut buf, 0) {
-                sink += parse_any(&buf[..n]);
+                sink = sink.wrapping_add(parse_any(&buf[..n]));
             }
         }
     }

@@ -30,6 +30,20 @@ pub struct Dirs {
     pub pids: Option<PathBuf>,
 }
 
+impl Dirs {
+    /// The directory that exists for every cgroup of this layout: the unified one on pure v2;
+    /// on v1 and hybrid the CPU accounting one (the walked hierarchy). On hybrid hosts a cgroup
+    /// created only in the v1 controllers has no `unified/` twin, so that one cannot be used.
+    pub fn main(&self) -> Option<&Path> {
+        self.unified
+            .as_deref()
+            .filter(|_| self.cpu.is_none() && self.memory.is_none())
+            .or(self.cpuacct.as_deref())
+            .or(self.cpu.as_deref())
+            .or(self.memory.as_deref())
+    }
+}
+
 /// The six label values every container series carries (kubelet `/metrics/cadvisor` shape).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Labels {
@@ -88,13 +102,7 @@ impl Target {
             ..Labels::default()
         };
         let label_prefix = render_label_prefix(&labels);
-        let walked = dirs
-            .unified
-            .as_ref()
-            .or(dirs.cpuacct.as_ref())
-            .or(dirs.cpu.as_ref())
-            .or(dirs.memory.as_ref());
-        let start_time = walked.map(|d| creation_time(d)).unwrap_or(0.0);
+        let start_time = dirs.main().map(creation_time).unwrap_or(0.0);
         Target {
             path,
             kind,
@@ -117,13 +125,7 @@ impl Target {
 
     /// The directory whose disappearance means the container is gone.
     pub fn main_dir(&self) -> Option<&Path> {
-        self.dirs
-            .unified
-            .as_deref()
-            .filter(|_| self.dirs.cpu.is_none() && self.dirs.memory.is_none())
-            .or(self.dirs.cpuacct.as_deref())
-            .or(self.dirs.cpu.as_deref())
-            .or(self.dirs.memory.as_deref())
+        self.dirs.main()
     }
 }
 

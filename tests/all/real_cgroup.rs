@@ -243,6 +243,17 @@ fn real_cgroups_agree_with_the_kernel() {
         sample_value(&body2, "container_processes", &[&id(BUSY_ID)]),
         Some(1.0)
     );
+    // The cgroup was made seconds ago (on hybrid hosts it has no `unified/` twin to stat).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let started = sample_value(&body2, "container_start_time_seconds", &[&id(BUSY_ID)])
+        .expect("start time of the busy container");
+    assert!(
+        (now - 120.0..=now + 1.0).contains(&started),
+        "start time {started}, now {now}"
+    );
     assert!(sample_value(&body2, "container_threads", &[&id(MEM_ID)]).is_some_and(|t| t >= 1.0));
 
     // The pod's network comes from the sandbox's namespace, once, on the pod row (the sandbox

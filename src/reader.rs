@@ -21,6 +21,15 @@ pub enum ReadError {
     },
 }
 
+impl ReadError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            ReadError::Missing(p) | ReadError::Vanished(p) | ReadError::Io { path: p, .. } => p,
+        }
+    }
+}
+
 /// Reads whole small files into a reused buffer.
 pub struct Reader {
     buf: Vec<u8>,

@@ -33,8 +33,5 @@ pub fn collect(ctx: &mut Ctx) -> MachineStats {
 }
 
 fn report(ctx: &mut Ctx, e: &ReadError) {
-    let path = match e {
-        ReadError::Missing(p) | ReadError::Vanished(p) | ReadError::Io { path: p, .. } => p.clone(),
-    };
-    ctx.record_error("read failed", &path, e);
+    ctx.record_error("read failed", e.path(), e);
 }

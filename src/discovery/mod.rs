@@ -217,7 +217,8 @@ impl Discovery {
                 .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
                 .filter_map(|e| Some((e.file_name().into_string().ok()?, e.ino())))
                 .collect();
-            // Reverse-sorted so the stack pops them in order.
+            // Sorted so the output does not depend on readdir order (descending: the order the
+            // golden files were written in).
             children.sort_unstable_by(|a, b| b.0.cmp(&a.0));
             for (name, inode) in children {
                 let child_rel = format!("{rel}/{name}");
@@ -242,8 +243,6 @@ impl Discovery {
                 }
             }
         }
-        // Pre-order with the stack gives parent-then-children; keep it but make it independent
-        // of readdir order (already sorted above).
         self.known = next;
         Ok(found)
     }

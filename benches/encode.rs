@@ -14,6 +14,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use podstat::discovery::{CgroupKind, Dirs, Labels, Runtime, Target};
 use podstat::expose::encode::{render_label_prefix, Encoder};
 use podstat::expose::names::encode_containers;
+use podstat::meta::join::Resolved;
 use podstat::parse::blkio::DeviceIo;
 use podstat::parse::netdev::InterfaceStats;
 use podstat::parse::psi::Pressure;
@@ -45,15 +46,32 @@ fn samples(n: usize) -> Vec<ContainerSample> {
                 "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{:08x}_d529_44ae_9f99_90d3798d6426.slice/cri-containerd-{id}.scope",
                 i / 3
             );
-            let labels = Labels { id: path.clone(), name: id.clone(), ..Labels::default() };
+            // Labels as a joined Kubernetes container has them.
+            let labels = Labels {
+                container: format!("app-{}", i % 3),
+                id: path.clone(),
+                image: "registry.example.com/team/app:1.2.3".into(),
+                name: id.clone(),
+                namespace: "default".into(),
+                pod: format!("app-7d4b9c-{:05x}", i / 3),
+            };
+            let resolved = Arc::new(Resolved {
+                generation: 0,
+                prefix: render_label_prefix(&labels),
+                namespace: labels.namespace.clone(),
+                truncated: 0,
+                unknown: false,
+            });
             let target = Arc::new(Target {
-                label_prefix: render_label_prefix(&labels),
                 path,
                 kind: CgroupKind::Container { pod_uid: String::new(), id, runtime: Runtime::Containerd },
                 inode: i as u64,
                 dirs: Dirs::default(),
                 labels,
                 start_time: 1.7e9,
+                files: Default::default(),
+                resolved: Default::default(),
+                refresh_requested: Default::default(),
             });
             let p = Some(Pressure { some_total_usec: Some(1234), full_total_usec: Some(56) });
             let stats = ContainerStats {
@@ -101,7 +119,7 @@ fn samples(n: usize) -> Vec<ContainerSample> {
                 },
                 ..ContainerStats::default()
             };
-            ContainerSample { target, stats }
+            ContainerSample { target, labels: resolved, stats }
         })
         .collect()
 }

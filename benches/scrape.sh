@@ -2,9 +2,12 @@
 # Whole-process benchmark on real cgroups (root): creates N kubelet-shaped container cgroups
 # (cgroupfs driver layout, 3 containers per pod, one sleeping process in each pod's first
 # container), runs the release binary, scrapes it, and prints CPU per scrape, latency p50/p99,
-# body size plain and gzip, RSS, and the floor reader's cost over the same cgroups.
-# Usage: benches/scrape.sh [N ...]   (default: 100 500 1000). Cleans up by PID and by its own
-# unique top-level cgroup name.
+# body size plain and gzip, RSS, the memory its cgroup is charged (RSS plus kernel memory, which
+# includes ~4.5 KiB per kept descriptor), the descriptors kept, and the floor reader's cost
+# over the same cgroups.
+# Usage: benches/scrape.sh [N ...]   (default: 100 500 1000). PODSTAT_CONFIG=file passes a
+# config (e.g. `[reader] max_open_files = 0`). Cleans up by PID and by its own unique
+# top-level cgroup name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
@@ -23,7 +26,12 @@ cleanup() {
 }
 trap cleanup EXIT
 PORT=19780
-printf "%-6s %-10s %-14s %-9s %-9s %-11s %-10s %-8s %-22s\n" containers cgroups cpu_ms/scrape p50_ms p99_ms plain_KiB gzip_KiB rss_MiB "floor open/pread ms"
+# podstat runs in a memory cgroup of its own, to read what the kernel charges it.
+if [ -e /sys/fs/cgroup/memory/cgroup.procs ]; then MEMCG=/sys/fs/cgroup/memory/$TOP-self; CHARGE=memory.usage_in_bytes
+else MEMCG=/sys/fs/cgroup/$TOP-self; CHARGE=memory.current; fi
+mkdir -p "$MEMCG"
+trap 'cleanup; rmdir "$MEMCG" 2>/dev/null || true' EXIT
+printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-7s %-10s %-7s %-20s\n" containers cgroups cpu_ms/scr p50_ms p99_ms plain_KiB gzip_KiB rss_MiB memcg_MiB kept_fd "floor open/pread ms"
 for N in "${SIZES[@]}"; do
   for c in "${CTRLS[@]}"; do
     for ((i = 0; i < N; i++)); do
@@ -31,29 +39,33 @@ for N in "${SIZES[@]}"; do
       mkdir -p "$c/$TOP/kubepods/burstable/$pod/$(printf '%064x' $i)"
     done
   done
-  ./target/release/podstat --listen 127.0.0.1:$PORT --log-level warn & PS=$!; PIDS+=($PS)
+  (echo "$BASHPID" > "$MEMCG/cgroup.procs"; exec ./target/release/podstat ${PODSTAT_CONFIG:+--config "$PODSTAT_CONFIG"} --listen 127.0.0.1:$PORT --log-level warn) & PS=$!; PIDS+=($PS)
   for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:$PORT/healthz && break; sleep 0.1; done
   sleep 1; curl -s -o /dev/null http://127.0.0.1:$PORT/metrics
   T0=$(awk '{print $14+$15}' /proc/$PS/stat)
   LAT=()
   K=20
   for ((k = 0; k < K; k++)); do
-    LAT+=($(curl -s -o /dev/null -w '%{time_total}' http://127.0.0.1:$PORT/metrics)); sleep 0.55
+    LAT+=($(curl -s -o /dev/null -H 'Accept-Encoding: gzip' -w '%{time_total}' http://127.0.0.1:$PORT/metrics)); sleep 0.55
   done
   T1=$(awk '{print $14+$15}' /proc/$PS/stat)
   IDLE0=$(awk '{print $14+$15}' /proc/$PS/stat); sleep 3; IDLE1=$(awk '{print $14+$15}' /proc/$PS/stat)
   PLAIN=$(curl -s http://127.0.0.1:$PORT/metrics | wc -c)
   GZ=$(curl -s -H 'Accept-Encoding: gzip' http://127.0.0.1:$PORT/metrics | wc -c)
   RSS=$(awk '/VmRSS/{print $2}' /proc/$PS/status)
-  CG=$(curl -s http://127.0.0.1:$PORT/metrics | awk -F'[{} ]' '/^podstat_containers_discovered/{s+=$NF} END{print s}')
+  SELF=$(curl -s http://127.0.0.1:$PORT/metrics | grep '^podstat_')
+  CG=$(echo "$SELF" | awk -F'[{} ]' '/^podstat_containers_discovered/{s+=$NF} END{print s}')
+  KEPT=$(echo "$SELF" | awk '/^podstat_kept_descriptors /{print $2}')
+  MEM=$(cat "$MEMCG/$CHARGE")
   kill $PS; wait $PS 2>/dev/null || true
   SORTED=($(printf '%s\n' "${LAT[@]}" | sort -n))
   P50=${SORTED[$((K / 2))]}; P99=${SORTED[$((K - 1))]}
   FL=$("$FLOOR" /sys/fs/cgroup 10 | sed -E 's/.*close ([0-9.]+) ms.*pread ([0-9.]+) ms.*/\1 \/ \2/')
-  printf "%-6s %-10s %-14s %-9s %-9s %-11s %-10s %-8s %-22s\n" "$N" "$CG" \
+  printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-7s %-10s %-7s %-20s\n" "$N" "$CG" \
     "$(echo "($T1 - $T0) * 10 / $K" | bc -l | xargs printf '%.2f')" \
     "$(echo "$P50 * 1000" | bc -l | xargs printf '%.1f')" "$(echo "$P99 * 1000" | bc -l | xargs printf '%.1f')" \
-    "$((PLAIN / 1024))" "$((GZ / 1024))" "$(echo "$RSS / 1024" | bc -l | xargs printf '%.1f')" "$FL"
+    "$((PLAIN / 1024))" "$((GZ / 1024))" "$(echo "$RSS / 1024" | bc -l | xargs printf '%.1f')" \
+    "$(echo "$MEM / 1048576" | bc -l | xargs printf '%.1f')" "$KEPT" "$FL"
   [ "$IDLE0" != "$IDLE1" ] && echo "  note: $((IDLE1 - IDLE0)) ticks of CPU while idle"
   for c in "${CTRLS[@]}"; do find "$c/$TOP" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
 done

@@ -13,31 +13,115 @@ use std::time::{Duration, Instant};
 use crate::collect::Engine;
 use crate::config::Config;
 use crate::discovery::CgroupLayout;
-use crate::expose::encode::Encoder;
-use crate::expose::{names, selfmetrics};
-use crate::parse::procfs;
+use bytes::Bytes;
 
-/// One encoded exposition, shared by every scrape that asks within the interval.
+use crate::config::MetadataSource;
+use crate::expose::encode::Encoder;
+use crate::expose::names::{self, FamilyCursor};
+use crate::expose::selfmetrics;
+use crate::meta::MetaStore;
+use crate::parse::procfs;
+use crate::policy::Policy;
+use crate::snapshot::ContainerSample;
+
+/// One collection, ready to serve to every scrape that asks within the interval.
+///
+/// It keeps the collected samples, not the encoded text: the text is encoded in chunks while
+/// it is sent ([`Rendered::chunks`]), so podstat never holds a whole body (about 9 KiB per
+/// container, 9 MiB at 1000) in memory. The gzip form, which every Prometheus asks for and
+/// which is ~25x smaller, is made once per collection and kept.
 pub struct Rendered {
-    pub body: Vec<u8>,
-    gzip: OnceLock<Vec<u8>>,
+    containers: Vec<ContainerSample>,
+    /// Container families to emit (`[filters] drop_metrics`).
+    mask: Vec<bool>,
+    /// Machine and self-metric families, encoded at collection time (a few KiB).
+    tail: Vec<u8>,
+    gzip: OnceLock<Bytes>,
     pub made_at: Instant,
 }
 
-impl Rendered {
-    /// The gzip form (level 1: ~4x the encode cost instead of ~26x at the default level),
-    /// compressed once per collection however many scrapers ask.
-    pub fn gzipped(&self) -> &[u8] {
-        self.gzip.get_or_init(|| {
-            use std::io::Write;
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(self.body.len() / 4),
-                flate2::Compression::fast(),
+/// Bytes per streamed chunk: large enough that per-chunk overhead vanishes, small enough to
+/// stay in cache and out of the RSS.
+pub const CHUNK: usize = 64 * 1024;
+
+/// A position in a [`Rendered`] body; each call to [`Chunks::next_chunk`] encodes the next piece.
+pub struct Chunks {
+    rendered: Arc<Rendered>,
+    cursor: FamilyCursor,
+    containers_done: bool,
+    done: bool,
+}
+
+impl Chunks {
+    /// Appends the next piece of the body to `out`; false once the body is complete.
+    pub fn next_chunk(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.done {
+            return false;
+        }
+        let mut enc = Encoder {
+            buf: std::mem::take(out),
+        };
+        let limit = enc.buf.len() + CHUNK;
+        if !self.containers_done {
+            self.containers_done = names::encode_containers_until(
+                &mut enc,
+                &self.rendered.containers,
+                &self.rendered.mask,
+                &mut self.cursor,
+                limit,
             );
-            // Writing into a Vec cannot fail.
-            let _ = enc.write_all(&self.body);
-            enc.finish().unwrap_or_default()
-        })
+        }
+        if self.containers_done && enc.buf.len() < limit {
+            enc.buf.extend_from_slice(&self.rendered.tail);
+            self.done = true;
+        }
+        *out = enc.buf;
+        true
+    }
+}
+
+impl Rendered {
+    /// The body, in pieces of about [`CHUNK`] bytes.
+    pub fn chunks(self: &Arc<Self>) -> Chunks {
+        Chunks {
+            rendered: Arc::clone(self),
+            cursor: FamilyCursor::default(),
+            containers_done: false,
+            done: false,
+        }
+    }
+
+    /// The whole body at once (`podstat once`, tests).
+    pub fn to_vec(self: &Arc<Self>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut chunks = self.chunks();
+        while chunks.next_chunk(&mut out) {}
+        out
+    }
+
+    /// The gzip form (level 1: ~4x the encode cost instead of ~26x at the default level),
+    /// compressed once per collection however many scrapers ask, from chunks as they are
+    /// encoded so the plain text never exists whole.
+    pub fn gzipped(self: &Arc<Self>) -> Bytes {
+        self.gzip
+            .get_or_init(|| {
+                use std::io::Write;
+                let mut gz = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(CHUNK),
+                    flate2::Compression::fast(),
+                );
+                let mut chunk = Vec::with_capacity(CHUNK + 8 * 1024);
+                let mut chunks = self.chunks();
+                while chunks.next_chunk(&mut chunk) {
+                    // Writing into a Vec cannot fail.
+                    let _ = gz.write_all(&chunk);
+                    chunk.clear();
+                }
+                let mut compressed = gz.finish().unwrap_or_default();
+                compressed.shrink_to_fit();
+                Bytes::from(compressed)
+            })
+            .clone()
     }
 }
 
@@ -57,6 +141,8 @@ struct Inner {
 
 pub struct Agent {
     inner: Mutex<Inner>,
+    meta: Arc<MetaStore>,
+    policy: Policy,
     min_interval: Duration,
     ready: AtomicBool,
     health: Mutex<ReaderHealth>,
@@ -72,6 +158,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     NoCgroups(String),
+    #[error("invalid config: {0}")]
+    Config(String),
 }
 
 /// Finds the cgroup hierarchies: mountinfo first, then probing the directory.
@@ -117,7 +205,14 @@ impl Agent {
             "cgroup hierarchy detected"
         );
         let engine = Engine::new(config, layout).map_err(StartError::NoCgroups)?;
+        let policy = Policy::new(config).map_err(StartError::Config)?;
+        let source = match config.kubernetes.source {
+            MetadataSource::None => "none",
+            MetadataSource::Kubelet => "kubelet",
+        };
         Ok(Agent {
+            meta: Arc::new(MetaStore::new(source)),
+            policy,
             inner: Mutex::new(Inner {
                 engine,
                 totals: selfmetrics::Totals::default(),
@@ -143,19 +238,25 @@ impl Agent {
                 return Arc::clone(last);
             }
         }
-        let snapshot = inner.engine.collect();
+        let index = self.meta.current();
+        let mut snapshot = inner.engine.collect(&index, &self.policy);
+        snapshot.budget = self.policy.apply_budget(&mut snapshot.containers);
+        if snapshot.wants_metadata_refresh {
+            self.meta.request_refresh();
+        }
         inner.totals.add(&snapshot);
+        // Drop the previous collection before keeping the new one: at most one is held here
+        // (responses still being sent hold their own).
+        inner.last = None;
         let mut enc = Encoder {
-            buf: Vec::with_capacity(
-                inner
-                    .last
-                    .as_ref()
-                    .map_or(64 * 1024, |l| l.body.len() + 4096),
-            ),
+            buf: Vec::with_capacity(8 * 1024),
         };
-        names::encode_containers(&mut enc, &snapshot.containers);
-        selfmetrics::encode_machine(&mut enc, &snapshot);
+        selfmetrics::encode_machine(&mut enc, &snapshot, &self.policy.drop_metrics);
         selfmetrics::encode_self(&mut enc, &snapshot, &inner.totals, self.mode);
+        let meta_health = self.meta.health();
+        if meta_health.source != "none" {
+            selfmetrics::encode_metadata(&mut enc, &meta_health);
+        }
         {
             let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
             if snapshot.discovery_failed {
@@ -168,12 +269,19 @@ impl Agent {
             }
         }
         let rendered = Arc::new(Rendered {
-            body: enc.buf,
+            containers: snapshot.containers,
+            mask: self.policy.mask.clone(),
+            tail: enc.buf,
             gzip: OnceLock::new(),
             made_at: Instant::now(),
         });
         inner.last = Some(Arc::clone(&rendered));
         rendered
+    }
+
+    /// The pod metadata store the sources publish into.
+    pub fn meta(&self) -> &Arc<MetaStore> {
+        &self.meta
     }
 
     pub fn is_ready(&self) -> bool {

@@ -49,6 +49,16 @@ pub struct Cli {
 pub enum Command {
     /// Collect once and print the exposition to stdout.
     Once,
+    /// Series per metric family and the labels with the most values: of a one-shot
+    /// collection with this config, or of a running agent's /metrics (--url).
+    Cardinality {
+        /// A running podstat's metrics URL, e.g. http://127.0.0.1:9780/metrics.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Rows per section (0: all).
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
     /// Print the metric table (Markdown) that the README's metric list is generated from.
     #[command(hide = true)]
     MetricsTable,

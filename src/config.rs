@@ -20,12 +20,186 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default = "defaults::paths")]
     pub paths: PathsConfig,
+    #[serde(default = "defaults::reader")]
+    pub reader: ReaderConfig,
     #[serde(default = "defaults::log")]
     pub log: LogConfig,
     #[serde(default = "defaults::collectors")]
     pub collectors: CollectorsConfig,
     #[serde(default = "defaults::discovery")]
     pub discovery: DiscoveryConfig,
+    #[serde(default = "defaults::kubernetes")]
+    pub kubernetes: KubernetesConfig,
+    #[serde(default = "defaults::labels")]
+    pub labels: LabelsConfig,
+    #[serde(default = "defaults::filters")]
+    pub filters: FiltersConfig,
+    #[serde(default = "defaults::limits")]
+    pub limits: LimitsConfig,
+}
+
+/// Where pod metadata comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataSource {
+    None,
+    Kubelet,
+}
+
+impl<'de> Deserialize<'de> for MetadataSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "none" => Ok(MetadataSource::None),
+            "kubelet" => Ok(MetadataSource::Kubelet),
+            "apiserver" => Err(serde::de::Error::custom(
+                "source \"apiserver\" is not available in this build yet; use \"kubelet\"",
+            )),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown source {other:?}: expected \"none\", \"kubelet\" or \"apiserver\""
+            ))),
+        }
+    }
+}
+
+/// A duration written with a unit: "500ms", "30s", "5m", "1h".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub std::time::Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(HumanDuration).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "bad duration {text:?}: use e.g. \"500ms\", \"30s\", \"5m\""
+            ))
+        })
+    }
+}
+
+fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    #[serde(default = "defaults::source")]
+    pub source: MetadataSource,
+    #[serde(default = "defaults::node_name")]
+    pub node_name: String,
+    #[serde(default = "defaults::kubelet_url")]
+    pub kubelet_url: String,
+    #[serde(default = "defaults::token_file")]
+    pub token_file: PathBuf,
+    #[serde(default = "defaults::ca_file")]
+    pub ca_file: PathBuf,
+    #[serde(default = "defaults::insecure_skip_verify")]
+    pub insecure_skip_verify: bool,
+    #[serde(default = "defaults::refresh_interval")]
+    pub refresh_interval: HumanDuration,
+    #[serde(default = "defaults::min_refresh_interval")]
+    pub min_refresh_interval: HumanDuration,
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    #[serde(default = "defaults::request_timeout")]
+    pub request_timeout: HumanDuration,
+    #[serde(default = "defaults::max_response_bytes")]
+    pub max_response_bytes: usize,
+    #[serde(default = "defaults::sandbox_container")]
+    pub sandbox_container: String,
+    #[serde(default = "defaults::sandbox_image")]
+    pub sandbox_image: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsConfig {
+    #[serde(default = "defaults::pod_labels")]
+    pub pod_labels: KeyPatterns,
+    #[serde(default = "defaults::pod_annotations")]
+    pub pod_annotations: KeyPatterns,
+}
+
+/// Label or annotation keys: exact, or globs where `*` matches any run of characters.
+#[derive(Clone)]
+pub struct KeyPatterns {
+    pub patterns: Vec<String>,
+    set: globset::GlobSet,
+}
+
+impl KeyPatterns {
+    pub fn new(patterns: Vec<String>) -> Result<KeyPatterns, String> {
+        let mut builder = globset::GlobSetBuilder::new();
+        for p in &patterns {
+            if p.is_empty() {
+                return Err("empty key pattern".into());
+            }
+            let glob = globset::GlobBuilder::new(p)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| format!("bad key pattern {p:?}: {}", e.kind()))?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|e| e.to_string())?;
+        Ok(KeyPatterns { patterns, set })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    pub fn is_match(&self, key: &str) -> bool {
+        !self.patterns.is_empty() && self.set.is_match(key)
+    }
+}
+
+impl fmt::Debug for KeyPatterns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.patterns).finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyPatterns {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        KeyPatterns::new(Vec::<String>::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersConfig {
+    #[serde(default = "defaults::namespaces_include")]
+    pub namespaces_include: Vec<String>,
+    #[serde(default = "defaults::namespaces_exclude")]
+    pub namespaces_exclude: Vec<String>,
+    #[serde(default = "defaults::drop_metrics")]
+    pub drop_metrics: Vec<String>,
+    #[serde(default = "defaults::exclude_cgroups")]
+    pub exclude_cgroups: PatternSet,
+    #[serde(default = "defaults::pod_rows")]
+    pub pod_rows: bool,
+    #[serde(default = "defaults::qos_rows")]
+    pub qos_rows: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default = "defaults::max_series")]
+    pub max_series: usize,
+    #[serde(default = "defaults::max_label_value_length")]
+    pub max_label_value_length: usize,
+    #[serde(default = "defaults::max_pod_labels")]
+    pub max_pod_labels: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +222,15 @@ pub struct PathsConfig {
     pub proc_root: PathBuf,
     #[serde(default = "defaults::sys_root")]
     pub sys_root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderConfig {
+    #[serde(default = "defaults::keep_files_open")]
+    pub keep_files_open: bool,
+    #[serde(default = "defaults::max_open_files")]
+    pub max_open_files: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -216,6 +399,9 @@ defaults! {
     server: ServerConfig = server;
     paths: PathsConfig = paths;
     log: LogConfig = log;
+    reader: ReaderConfig = reader;
+    keep_files_open: bool = reader.keep_files_open;
+    max_open_files: usize = reader.max_open_files;
     collectors: CollectorsConfig = collectors;
     discovery: DiscoveryConfig = discovery;
     listen: SocketAddr = server.listen;
@@ -237,6 +423,34 @@ defaults! {
     max_depth: usize = discovery.max_depth;
     raw_include: PatternSet = discovery.raw_include;
     raw_exclude: PatternSet = discovery.raw_exclude;
+    kubernetes: KubernetesConfig = kubernetes;
+    labels: LabelsConfig = labels;
+    filters: FiltersConfig = filters;
+    limits: LimitsConfig = limits;
+    source: MetadataSource = kubernetes.source;
+    node_name: String = kubernetes.node_name;
+    kubelet_url: String = kubernetes.kubelet_url;
+    token_file: PathBuf = kubernetes.token_file;
+    ca_file: PathBuf = kubernetes.ca_file;
+    insecure_skip_verify: bool = kubernetes.insecure_skip_verify;
+    refresh_interval: HumanDuration = kubernetes.refresh_interval;
+    min_refresh_interval: HumanDuration = kubernetes.min_refresh_interval;
+    connect_timeout: HumanDuration = kubernetes.connect_timeout;
+    request_timeout: HumanDuration = kubernetes.request_timeout;
+    max_response_bytes: usize = kubernetes.max_response_bytes;
+    sandbox_container: String = kubernetes.sandbox_container;
+    sandbox_image: String = kubernetes.sandbox_image;
+    pod_labels: KeyPatterns = labels.pod_labels;
+    pod_annotations: KeyPatterns = labels.pod_annotations;
+    namespaces_include: Vec<String> = filters.namespaces_include;
+    namespaces_exclude: Vec<String> = filters.namespaces_exclude;
+    drop_metrics: Vec<String> = filters.drop_metrics;
+    exclude_cgroups: PatternSet = filters.exclude_cgroups;
+    pod_rows: bool = filters.pod_rows;
+    qos_rows: bool = filters.qos_rows;
+    max_series: usize = limits.max_series;
+    max_label_value_length: usize = limits.max_label_value_length;
+    max_pod_labels: usize = limits.max_pod_labels;
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
@@ -298,6 +512,33 @@ mod tests {
             err.starts_with("t.toml:3:1: unknown field `lisen`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn durations_and_sources() {
+        assert_eq!(
+            parse_duration("250ms"),
+            Some(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_duration("2m"),
+            Some(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("s"), None);
+        let err = parse("[kubernetes]\nrefresh_interval = \"soon\"\n", "t.toml")
+            .expect_err("bad duration")
+            .to_string();
+        assert!(err.starts_with("t.toml:2:20: bad duration"), "{err}");
+        let err = parse("[kubernetes]\nsource = \"apiserver\"\n", "t.toml")
+            .expect_err("not built")
+            .to_string();
+        assert!(err.contains("not available in this build"), "{err}");
+        let c = parse("[kubernetes]\nsource = \"kubelet\"\n[labels]\npod_labels = [\"app.kubernetes.io/*\"]\n", "t.toml")
+            .expect("kubelet");
+        assert_eq!(c.kubernetes.source, MetadataSource::Kubelet);
+        assert!(c.labels.pod_labels.is_match("app.kubernetes.io/name"));
+        assert!(!c.labels.pod_labels.is_match("team"));
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub mod config;
 pub mod discovery;
 pub mod expose;
 pub mod logging;
+pub mod meta;
 pub mod parse;
+pub mod policy;
 pub mod reader;
 pub mod snapshot;

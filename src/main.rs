@@ -9,7 +9,7 @@ use clap::Parser;
 
 use podstat::agent::Agent;
 use podstat::cli::{Cli, Command};
-use podstat::config::{self, Config};
+use podstat::config::{self, Config, MetadataSource};
 
 fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
     let loaded = match &cli.config {
@@ -55,17 +55,82 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     podstat::logging::init(&config.log);
+    if config.reader.keep_files_open && cli.command.is_none() {
+        match podstat::reader::raise_nofile_limit() {
+            Ok(limit) => tracing::info!(nofile = limit, "descriptor limit"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE; fewer cgroup files stay open")
+            }
+        }
+    }
+    if let Some(Command::Cardinality {
+        url: Some(url),
+        top,
+    }) = &cli.command
+    {
+        return match fetch_plain(url) {
+            Ok(body) => {
+                print!(
+                    "{}",
+                    podstat::expose::cardinality::report(&body).render(*top)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("podstat: cannot read {url}: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if config.kubernetes.source == MetadataSource::Kubelet {
+        if let Err(e) = podstat::meta::kubelet::kubelet_url(&config.kubernetes) {
+            eprintln!("podstat: invalid config: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let agent = match Agent::new(&config) {
         Ok(a) => Arc::new(a),
+        Err(e @ podstat::agent::StartError::Config(_)) => {
+            eprintln!("podstat: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
+    if matches!(
+        cli.command,
+        Some(Command::Once | Command::Cardinality { .. })
+    ) {
+        // One collection: fetch the pod metadata first so the labels are filled.
+        if config.kubernetes.source == MetadataSource::Kubelet {
+            if let Err(e) = fetch_metadata_once(&agent, &config) {
+                tracing::warn!(error = %e, "no pod metadata; labels stay empty");
+            }
+        }
+    }
+    if let Some(Command::Cardinality { top, .. }) = cli.command {
+        let body = String::from_utf8_lossy(&agent.scrape().to_vec()).into_owned();
+        print!(
+            "{}",
+            podstat::expose::cardinality::report(&body).render(top)
+        );
+        return ExitCode::SUCCESS;
+    }
     if let Some(Command::Once) = cli.command {
         let rendered = agent.scrape();
         let mut out = std::io::stdout().lock();
-        return match out.write_all(&rendered.body).and_then(|()| out.flush()) {
+        let mut chunks = rendered.chunks();
+        let mut chunk = Vec::new();
+        let written = (|| {
+            while chunks.next_chunk(&mut chunk) {
+                out.write_all(&chunk)?;
+                chunk.clear();
+            }
+            out.flush()
+        })();
+        return match written {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("podstat: cannot write output: {e}");
@@ -82,6 +147,47 @@ fn main() -> ExitCode {
     }
 }
 
+fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn fetch_metadata_once(agent: &Agent, config: &Config) -> anyhow::Result<()> {
+    let runtime = small_runtime()?;
+    runtime.block_on(async {
+        let mut client = podstat::meta::kubelet::KubeletClient::new(&config.kubernetes)?;
+        podstat::meta::kubelet::refresh_once(
+            &mut client,
+            agent.meta(),
+            &config.labels,
+            config.limits.max_pod_labels,
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+/// GET over plain HTTP (a podstat on loopback), body as text.
+fn fetch_plain(url: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use http_body_util::BodyExt;
+    let uri: hyper::Uri = url.parse().context("bad URL")?;
+    small_runtime()?.block_on(async {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let response = tokio::time::timeout(std::time::Duration::from_secs(30), client.get(uri))
+            .await
+            .context("timed out")??;
+        anyhow::ensure!(response.status().is_success(), "HTTP {}", response.status());
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    })
+}
+
 fn serve(agent: Arc<Agent>, config: &Config) -> anyhow::Result<()> {
     use anyhow::Context;
     // Two workers: HTTP is light and collection runs on the blocking pool.
@@ -96,6 +202,14 @@ fn serve(agent: Arc<Agent>, config: &Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         tracing::info!(listen = %listener.local_addr()?, "serving /metrics");
+        if config.kubernetes.source == MetadataSource::Kubelet {
+            tokio::spawn(podstat::meta::kubelet::run(
+                Arc::clone(agent.meta()),
+                config.kubernetes.clone(),
+                config.labels.clone(),
+                config.limits.max_pod_labels,
+            ));
+        }
         // First discovery right away, so /readyz turns ready without waiting for a scrape.
         let warm = Arc::clone(&agent);
         tokio::task::spawn_blocking(move || {

@@ -1,10 +1,21 @@
 //! The one place that reads files on the scrape path. It reuses one buffer and one path buffer
 //! for every read, and sorts failures into "the file is not there", "the cgroup or process is
 //! gone" and real I/O errors, because the collectors treat those three very differently.
+//!
+//! Cgroup files are read through a per-cgroup [`FileCache`]: the descriptor is kept open and
+//! re-read with `pread` at offset 0, because cgroupfs (kernfs seq_file) regenerates the content
+//! on each read from offset 0, and an open/read/close costs several times a pread (see
+//! `benches/floor.rs`). A removed cgroup answers ENODEV on its kept descriptors, which is the
+//! same "vanished" signal as before; a cgroup recreated under the same path is a new target
+//! (discovery keys targets by inode) with a new cache. Open descriptors are bounded by an
+//! [`FdBudget`]; past it, files are opened and closed per read as without the cache.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -30,21 +41,127 @@ impl ReadError {
     }
 }
 
+/// How many descriptors the file caches may hold open together, shared by all of them.
+#[derive(Debug, Clone)]
+pub struct FdBudget {
+    open: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// Descriptors left for sockets, logs and reads outside the caches.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit and returns the new soft limit. podstat
+/// uses epoll, never select(), so descriptors above 1024 are safe.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(std::io::Error::from)?;
+        return Ok(hard);
+    }
+    Ok(soft)
+}
+
+impl FdBudget {
+    /// The budget for `configured` descriptors (0: the current soft RLIMIT_NOFILE minus a
+    /// reserve), never more than the soft limit allows.
+    pub fn from_config(configured: usize) -> FdBudget {
+        use nix::sys::resource::{getrlimit, Resource};
+        let soft = getrlimit(Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024);
+        let allowed = usize::try_from(soft.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+        FdBudget::new(if configured == 0 {
+            allowed
+        } else {
+            configured.min(allowed)
+        })
+    }
+
+    pub fn new(limit: usize) -> FdBudget {
+        FdBudget {
+            open: Arc::new(AtomicUsize::new(0)),
+            limit,
+        }
+    }
+
+    /// Descriptors held open by file caches now.
+    pub fn in_use(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn try_take(&self) -> Option<Arc<AtomicUsize>> {
+        // One thread collects at a time, so a load-then-add race cannot overshoot by more
+        // than the number of collecting threads (one).
+        if self.open.load(Ordering::Relaxed) >= self.limit {
+            return None;
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::clone(&self.open))
+    }
+}
+
+/// A kept descriptor; gives its budget slot back when closed.
+#[derive(Debug)]
+struct KeptFile {
+    file: File,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Drop for KeptFile {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+enum Slot {
+    Open(KeptFile),
+    /// ENOENT at the last lookup; looked up again after this many more reads are skipped.
+    /// Files appear later only when a controller is enabled on a live cgroup, which is rare,
+    /// so this trades a short delay in that case for no failed open per scrape otherwise.
+    Absent {
+        skip: u32,
+    },
+}
+
+/// Reads skipped before an absent file is looked up again.
+const ABSENT_RECHECK: u32 = 16;
+
+/// The kept descriptors of one cgroup, keyed by file name and directory (a cgroup has one
+/// directory per v1 controller, and `cpu.stat` exists in two of them on hybrid hosts).
+#[derive(Debug, Default)]
+pub struct FileCache {
+    slots: Vec<(&'static str, usize, Slot)>,
+}
+
+impl FileCache {
+    /// Descriptors this cache holds open.
+    pub fn open_count(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|(_, _, s)| matches!(s, Slot::Open(_)))
+            .count()
+    }
+}
+
 /// Reads whole small files into a reused buffer.
 pub struct Reader {
     buf: Vec<u8>,
     path: PathBuf,
     /// Files opened since the last [`Reader::take_opens`], for self-metrics.
     opens: u64,
+    budget: Option<FdBudget>,
 }
 
 impl Default for Reader {
     fn default() -> Self {
-        Reader {
-            buf: Vec::with_capacity(16 * 1024),
-            path: PathBuf::with_capacity(512),
-            opens: 0,
-        }
+        Reader::new(None)
     }
 }
 
@@ -61,18 +178,118 @@ fn classify(path: &Path, e: std::io::Error) -> ReadError {
     }
 }
 
+/// Reads `file` from offset 0 to its end into `buf`, returning the length read. `buf` stays
+/// fully initialised at its full length (grown by doubling), so no read pays for zeroing.
+///
+/// A seq_file (every cgroupfs and most procfs files) fills the whole user buffer unless it
+/// reached the end, so a short read ends the loop without the extra read that returns 0. The
+/// one exception, kernfs files without seq_show, return at most a page per read, so a short
+/// read that is a whole number of pages reads on.
+fn read_whole(file: &File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    const PAGE: usize = 4096;
+    let mut len = 0;
+    loop {
+        if buf.len() - len < PAGE {
+            let grown = (buf.len() * 2).max(64 * 1024);
+            buf.resize(grown, 0);
+        }
+        let room = buf.len() - len;
+        let n = loop {
+            match file.read_at(&mut buf[len..], len as u64) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        len += n;
+        if n == 0 || (n < room && n % PAGE != 0) {
+            return Ok(len);
+        }
+    }
+}
+
 impl Reader {
-    /// Reads `dir/name`. The returned slice lives until the next read.
-    pub fn read(&mut self, dir: &Path, name: &str) -> Result<&[u8], ReadError> {
+    /// A reader whose cached reads keep descriptors open within `budget` (None: never keep).
+    pub fn new(budget: Option<FdBudget>) -> Reader {
+        Reader {
+            buf: vec![0; 64 * 1024],
+            path: PathBuf::with_capacity(512),
+            opens: 0,
+            budget,
+        }
+    }
+
+    fn set_path(&mut self, dir: &Path, name: &str) {
         self.path.as_mut_os_string().clear();
         self.path.push(dir);
         self.path.push(name);
-        self.buf.clear();
+    }
+
+    /// Reads `dir/name`, opening and closing it. The returned slice lives until the next read.
+    pub fn read(&mut self, dir: &Path, name: &str) -> Result<&[u8], ReadError> {
+        self.set_path(dir, name);
         self.opens += 1;
-        let mut file = File::open(&self.path).map_err(|e| classify(&self.path, e))?;
-        file.read_to_end(&mut self.buf)
-            .map_err(|e| classify(&self.path, e))?;
-        Ok(&self.buf)
+        let file = File::open(&self.path).map_err(|e| classify(&self.path, e))?;
+        let len = read_whole(&file, &mut self.buf).map_err(|e| classify(&self.path, e))?;
+        Ok(&self.buf[..len])
+    }
+
+    /// Reads `dir/name` through `cache`: a kept descriptor when there is one, else opens the
+    /// file and keeps it if the budget allows. `Ok(None)`: the file was absent at a recent
+    /// read of this cgroup and was not looked up again.
+    pub fn read_cached(
+        &mut self,
+        cache: &mut FileCache,
+        dir: &Path,
+        name: &'static str,
+    ) -> Result<Option<&[u8]>, ReadError> {
+        let dir_key = dir.as_os_str().as_encoded_bytes().as_ptr() as usize;
+        let found = cache
+            .slots
+            .iter()
+            .position(|(n, d, _)| *d == dir_key && *n == name);
+        if let Some(i) = found {
+            match &mut cache.slots[i].2 {
+                Slot::Open(kept) => {
+                    let result = read_whole(&kept.file, &mut self.buf);
+                    return match result {
+                        Ok(len) => Ok(Some(&self.buf[..len])),
+                        Err(e) => {
+                            // A failed descriptor is not trusted again: the next read reopens.
+                            cache.slots.swap_remove(i);
+                            self.set_path(dir, name);
+                            Err(classify(&self.path, e))
+                        }
+                    };
+                }
+                Slot::Absent { skip } if *skip > 0 => {
+                    *skip -= 1;
+                    return Ok(None);
+                }
+                Slot::Absent { .. } => {
+                    cache.slots.swap_remove(i);
+                }
+            }
+        }
+        self.set_path(dir, name);
+        self.opens += 1;
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) => {
+                let err = classify(&self.path, e);
+                if matches!(err, ReadError::Missing(_)) {
+                    let skip = ABSENT_RECHECK;
+                    cache.slots.push((name, dir_key, Slot::Absent { skip }));
+                }
+                return Err(err);
+            }
+        };
+        let len = read_whole(&file, &mut self.buf).map_err(|e| classify(&self.path, e))?;
+        if let Some(budget) = self.budget.as_ref().and_then(FdBudget::try_take) {
+            cache
+                .slots
+                .push((name, dir_key, Slot::Open(KeptFile { file, budget })));
+        }
+        Ok(Some(&self.buf[..len]))
     }
 
     /// The path of the last read, for error messages.
@@ -82,5 +299,84 @@ impl Reader {
 
     pub fn take_opens(&mut self) -> u64 {
         std::mem::take(&mut self.opens)
+    }
+
+    pub fn budget(&self) -> Option<&FdBudget> {
+        self.budget.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (name, body) in files {
+            std::fs::write(d.path().join(name), body).expect("write");
+        }
+        d
+    }
+
+    #[test]
+    fn kept_descriptor_sees_new_content_and_budget_is_returned() {
+        let d = dir_with(&[("a", "1\n"), ("b", "2\n")]);
+        let dir = d.path().to_path_buf();
+        let budget = FdBudget::new(1);
+        let mut r = Reader::new(Some(budget.clone()));
+        let mut cache = FileCache::default();
+        let read = |r: &mut Reader, cache: &mut FileCache, name| {
+            r.read_cached(cache, &dir, name)
+                .expect("read")
+                .expect("present")
+                .to_vec()
+        };
+        assert_eq!(read(&mut r, &mut cache, "a"), b"1\n");
+        assert_eq!(read(&mut r, &mut cache, "b"), b"2\n");
+        // Only one fits the budget.
+        assert_eq!(cache.open_count(), 1);
+        assert_eq!(budget.in_use(), 1);
+        // Rewritten in place: a pread at 0 sees the new bytes through the kept descriptor.
+        std::fs::write(dir.join("a"), "333\n").expect("rewrite");
+        assert_eq!(read(&mut r, &mut cache, "a"), b"333\n");
+        assert_eq!(
+            r.take_opens(),
+            2,
+            "the second read of a reused the descriptor"
+        );
+        drop(cache);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn absent_files_are_not_looked_up_every_time() {
+        let d = dir_with(&[]);
+        let dir = d.path().to_path_buf();
+        let mut r = Reader::new(Some(FdBudget::new(8)));
+        let mut cache = FileCache::default();
+        assert!(matches!(
+            r.read_cached(&mut cache, &dir, "x"),
+            Err(ReadError::Missing(_))
+        ));
+        std::fs::write(dir.join("x"), "5\n").expect("write");
+        for _ in 0..ABSENT_RECHECK {
+            assert!(matches!(r.read_cached(&mut cache, &dir, "x"), Ok(None)));
+        }
+        assert_eq!(
+            r.read_cached(&mut cache, &dir, "x").expect("read"),
+            Some(&b"5\n"[..])
+        );
+    }
+
+    #[test]
+    fn large_files_are_read_whole() {
+        let body: String = (0..20_000).map(|i| format!("k{i} {i}\n")).collect();
+        let d = dir_with(&[("big", &body)]);
+        let mut r = Reader::new(None);
+        assert_eq!(
+            r.read(d.path(), "big").expect("big").len(),
+            body.len(),
+            "reads past the first buffer"
+        );
     }
 }

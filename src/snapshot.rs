@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::discovery::Target;
+use crate::meta::join::Resolved;
 use crate::parse::blkio::DeviceIo;
 use crate::parse::netdev::InterfaceStats;
 use crate::parse::psi::Pressure;
@@ -71,6 +72,8 @@ pub struct ContainerStats {
 #[derive(Debug, Clone)]
 pub struct ContainerSample {
     pub target: Arc<Target>,
+    /// The labels of its series (shared with the target's cache).
+    pub labels: Arc<Resolved>,
     pub stats: ContainerStats,
 }
 
@@ -107,4 +110,14 @@ pub struct Snapshot {
     pub discovery_failed: bool,
     pub duration: Duration,
     pub files_read: u64,
+    /// Descriptors kept open after this collection, and the most allowed.
+    pub kept_descriptors: (usize, usize),
+    /// Label values cut to the length limit while rendering labels in this collection.
+    pub labels_truncated: u64,
+    /// A cgroup of an unknown pod or container appeared: the metadata may be behind.
+    pub wants_metadata_refresh: bool,
+    /// Cgroups left out by the filters.
+    pub filtered: usize,
+    /// What the series budget left out.
+    pub budget: crate::policy::BudgetOutcome,
 }

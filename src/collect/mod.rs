@@ -25,8 +25,11 @@ use std::time::{Duration, Instant};
 
 use crate::config::{CollectorsConfig, Config};
 use crate::discovery::{CgroupMode, Discovery, Target};
+use crate::meta::join::{first_refresh_request, resolve_cached, JoinPolicy};
+use crate::meta::MetaIndex;
 use crate::parse::ParseError;
-use crate::reader::{ReadError, Reader};
+use crate::policy::Policy;
+use crate::reader::{FdBudget, ReadError, Reader};
 use crate::snapshot::{CollectorRun, ContainerSample, ContainerStats, ErrorCounts, Snapshot};
 
 pub use devices::DeviceNames;
@@ -70,9 +73,9 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(mode: CgroupMode, proc_root: PathBuf, sys_root: PathBuf) -> Ctx {
+    pub fn new(mode: CgroupMode, proc_root: PathBuf, sys_root: PathBuf, reader: Reader) -> Ctx {
         Ctx {
-            reader: Reader::default(),
+            reader,
             mode,
             proc_root,
             devices: DeviceNames::new(sys_root),
@@ -91,12 +94,20 @@ impl Ctx {
         &mut self,
         target: &Target,
         dir: Option<&Path>,
-        name: &str,
+        name: &'static str,
         parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
     ) -> Result<Option<T>, Vanished> {
         let Some(dir) = dir else { return Ok(None) };
-        let parsed = match self.reader.read(dir, name) {
-            Ok(bytes) => parse(bytes),
+        let read = if target.dirs.owns(dir) {
+            let mut files = target.files.lock().unwrap_or_else(|p| p.into_inner());
+            self.reader.read_cached(&mut files, dir, name)
+        } else {
+            self.reader.read(dir, name).map(Some)
+        };
+        let parsed = match read {
+            Ok(Some(bytes)) => parse(bytes),
+            // Absent at a recent read while the other files of the cgroup were read fine.
+            Ok(None) => return Ok(None),
             Err(ReadError::Missing(_)) => {
                 return if target.main_dir().is_some_and(|d| !d.exists()) {
                     Err(self.vanished())
@@ -148,6 +159,7 @@ pub struct Engine {
     pub discovery: Discovery,
     pub ctx: Ctx,
     collectors: CollectorsConfig,
+    join: JoinPolicy,
 }
 
 impl Engine {
@@ -158,10 +170,15 @@ impl Engine {
                 config.paths.cgroup_root.display()
             )
         })?;
+        let budget = config
+            .reader
+            .keep_files_open
+            .then(|| FdBudget::from_config(config.reader.max_open_files));
         let mut ctx = Ctx::new(
             mode,
             config.paths.proc_root.clone(),
             config.paths.sys_root.clone(),
+            Reader::new(budget),
         );
         if let Some(memory) = &layout.memory {
             ctx.memory_hierarchical = std::fs::read(memory.join("memory.use_hierarchy"))
@@ -172,10 +189,13 @@ impl Engine {
             discovery: Discovery::new(layout, config.discovery.clone()),
             ctx,
             collectors: config.collectors,
+            join: JoinPolicy::new(&config.kubernetes, config.limits.max_label_value_length),
         })
     }
 
-    pub fn collect(&mut self) -> Snapshot {
+    /// One collection, with labels from `index` and rows filtered by `policy` (before any of
+    /// their files are read).
+    pub fn collect(&mut self, index: &MetaIndex, policy: &Policy) -> Snapshot {
         let started = Instant::now();
         let mut snapshot = Snapshot::default();
         let targets = match self.discovery.refresh() {
@@ -200,6 +220,17 @@ impl Engine {
             .collect();
         snapshot.containers.reserve(targets.len());
         'targets: for target in targets {
+            let (labels, fresh) = resolve_cached(&target, index, &self.join);
+            if fresh {
+                snapshot.labels_truncated += u64::from(labels.truncated);
+            }
+            if labels.unknown && first_refresh_request(&target) {
+                snapshot.wants_metadata_refresh = true;
+            }
+            if !policy.keeps(&target, &labels) {
+                snapshot.filtered += 1;
+                continue;
+            }
             let mut stats = ContainerStats::default();
             for (def, run) in enabled.iter().zip(runs.iter_mut()) {
                 let t0 = Instant::now();
@@ -213,13 +244,21 @@ impl Engine {
                     continue 'targets;
                 }
             }
-            snapshot.containers.push(ContainerSample { target, stats });
+            snapshot.containers.push(ContainerSample {
+                target,
+                labels,
+                stats,
+            });
         }
         if self.collectors.network {
             let t0 = Instant::now();
             self.ctx.collector = "network";
             self.ctx.collector_failed = false;
-            network::collect(&mut self.ctx, &mut snapshot.containers);
+            network::collect(
+                &mut self.ctx,
+                &mut snapshot.containers,
+                self.collectors.process,
+            );
             runs.push(CollectorRun {
                 name: "network",
                 duration: t0.elapsed(),
@@ -240,6 +279,11 @@ impl Engine {
         snapshot.collectors = runs;
         snapshot.errors = std::mem::take(&mut self.ctx.errors);
         snapshot.files_read = self.ctx.reader.take_opens();
+        snapshot.kept_descriptors = self
+            .ctx
+            .reader
+            .budget()
+            .map_or((0, 0), |b| (b.in_use(), b.limit()));
         snapshot.duration = started.elapsed();
         snapshot
     }

@@ -16,7 +16,8 @@ use crate::parse::{cgroup_procs, netdev};
 use crate::reader::ReadError;
 use crate::snapshot::ContainerSample;
 
-pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample]) {
+/// `process_collected`: the process collector ran, so `first_pid` is already known.
+pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected: bool) {
     let host_netns = netns_of(&ctx.proc_root, "1");
     // pod uid -> (pod row index, container row indices)
     let mut pods: HashMap<&str, (Option<usize>, Vec<usize>)> = HashMap::new();
@@ -34,11 +35,18 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample]) {
     let mut plan: Vec<(usize, u32)> = Vec::with_capacity(pods.len() + 1);
     for (pod_row, containers) in pods.values() {
         let mut pid_of = |i: usize| -> Option<u32> {
-            samples[i].stats.first_pid.or_else(|| {
-                let dir = samples[i].target.main_dir()?;
-                let bytes = ctx.reader.read(dir, "cgroup.procs").ok()?;
-                cgroup_procs(bytes).ok()?.1
-            })
+            if process_collected {
+                // The process collector already read cgroup.procs: None means no process.
+                return samples[i].stats.first_pid;
+            }
+            let target = &samples[i].target;
+            let dir = target.main_dir()?;
+            let mut files = target.files.lock().unwrap_or_else(|p| p.into_inner());
+            let bytes = ctx
+                .reader
+                .read_cached(&mut files, dir, "cgroup.procs")
+                .ok()??;
+            cgroup_procs(bytes).ok()?.1
         };
         let with_pids: Vec<(usize, u32)> = containers
             .iter()

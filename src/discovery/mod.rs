@@ -11,11 +11,13 @@ pub mod mounts;
 use std::collections::HashMap;
 use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use crate::config::DiscoveryConfig;
-use crate::expose::encode::render_label_prefix;
+use crate::meta::join::Resolved;
+use crate::reader::FileCache;
 pub use layout::{CgroupKind, Runtime};
 pub use mounts::{CgroupLayout, CgroupMode};
 
@@ -42,6 +44,22 @@ impl Dirs {
             .or(self.cpu.as_deref())
             .or(self.memory.as_deref())
     }
+
+    /// True when `dir` is one of these directories (the same allocation, not an equal path):
+    /// only a cgroup's own files go through its descriptor cache.
+    pub fn owns(&self, dir: &Path) -> bool {
+        [
+            &self.unified,
+            &self.cpu,
+            &self.cpuacct,
+            &self.memory,
+            &self.blkio,
+            &self.pids,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|d| std::ptr::eq(d.as_path(), dir))
+    }
 }
 
 /// The six label values every container series carries (kubelet `/metrics/cadvisor` shape).
@@ -63,12 +81,17 @@ pub struct Target {
     pub kind: CgroupKind,
     pub inode: u64,
     pub dirs: Dirs,
+    /// The labels known from the path alone (`id`, and `name` for containers).
     pub labels: Labels,
-    /// `container="…",id="…",…` rendered and escaped once, reused by every scrape.
-    pub label_prefix: String,
     /// Creation time (unix seconds): the earliest mtime of the cgroup directory and its
     /// `cgroup.procs`, as cAdvisor derives it for containerd and raw cgroups.
     pub start_time: f64,
+    /// Descriptors kept open for this cgroup's files; closed when the target is dropped.
+    pub files: Mutex<FileCache>,
+    /// Labels resolved against the pod metadata, for the generation they were built from.
+    pub resolved: Mutex<Option<Arc<Resolved>>>,
+    /// This cgroup already asked for an early metadata fetch.
+    pub refresh_requested: AtomicBool,
 }
 
 impl Target {
@@ -101,7 +124,6 @@ impl Target {
             name,
             ..Labels::default()
         };
-        let label_prefix = render_label_prefix(&labels);
         let start_time = dirs.main().map(creation_time).unwrap_or(0.0);
         Target {
             path,
@@ -109,8 +131,10 @@ impl Target {
             inode,
             dirs,
             labels,
-            label_prefix,
             start_time,
+            files: Mutex::new(FileCache::default()),
+            resolved: Mutex::new(None),
+            refresh_requested: AtomicBool::new(false),
         }
     }
 

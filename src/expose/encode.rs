@@ -52,30 +52,50 @@ fn escape_help(out: &mut Vec<u8>, value: &str) {
 }
 
 /// Renders `container="…",id="…",image="…",name="…",namespace="…",pod="…"` (sorted, as the
-/// kubelet's endpoint writes them).
+/// kubelet's endpoint writes them) with no extra labels and no length limit.
 pub fn render_label_prefix(labels: &Labels) -> String {
+    render_labels(labels, &[], usize::MAX).0
+}
+
+/// Renders the six labels, then `extra` (pod labels, already valid names), cutting values
+/// longer than `max_len` bytes (at a character boundary). Returns the string and how many
+/// values were cut.
+pub fn render_labels(labels: &Labels, extra: &[(String, String)], max_len: usize) -> (String, u32) {
     let mut out = Vec::with_capacity(64 + labels.id.len() + labels.name.len());
-    for (i, (k, v)) in [
+    let mut truncated = 0;
+    let base = [
         ("container", &labels.container),
         ("id", &labels.id),
         ("image", &labels.image),
         ("name", &labels.name),
         ("namespace", &labels.namespace),
         ("pod", &labels.pod),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    ];
+    let all = base
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str()))
+        .chain(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    for (i, (k, v)) in all.enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b"=\"");
+        let v = if v.len() > max_len {
+            truncated += 1;
+            let mut end = max_len;
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            &v[..end]
+        } else {
+            v
+        };
         escape_label_value(&mut out, v);
         out.push(b'"');
     }
-    // Only valid UTF-8 went in (str values and ASCII escapes).
-    String::from_utf8(out).unwrap_or_default()
+    // Only valid UTF-8 went in (str values cut at char boundaries, ASCII escapes).
+    (String::from_utf8(out).unwrap_or_default(), truncated)
 }
 
 /// Appends a sample value the way Prometheus parses it: integers exactly, other finite values
@@ -154,6 +174,19 @@ mod tests {
             String::from_utf8_lossy(&out),
             "0 12 0.25 NaN +Inf -3 1e300 "
         );
+    }
+
+    #[test]
+    fn long_values_are_cut_at_a_char_boundary() {
+        let labels = Labels {
+            id: "/a".into(),
+            pod: "ééé".into(),
+            ..Labels::default()
+        };
+        let extra = [("label_app".to_owned(), "x".repeat(10))];
+        let (s, n) = render_labels(&labels, &extra, 5);
+        assert_eq!(n, 2);
+        assert!(s.ends_with("pod=\"éé\",label_app=\"xxxxx\""), "{s}");
     }
 
     #[test]

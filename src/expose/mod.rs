@@ -1,5 +1,6 @@
 //! Exposition: the metric table, the text-format encoder, self-metrics and the HTTP server.
 
+pub mod cardinality;
 pub mod encode;
 pub mod names;
 pub mod selfmetrics;

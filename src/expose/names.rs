@@ -10,27 +10,66 @@ use crate::snapshot::{ContainerSample, ContainerStats};
 
 use MetricType::{Counter, Gauge};
 
-/// Writes the samples of one family for one cgroup.
+/// Writes the samples of one family for one cgroup, or only counts them (for the series
+/// budget, which must know a cgroup's series before deciding to encode it).
 pub struct Out<'a> {
-    enc: &'a mut Encoder,
+    enc: Option<&'a mut Encoder>,
     name: &'static str,
     prefix: &'a str,
+    count: usize,
 }
 
 impl Out<'_> {
     fn f(&mut self, v: Option<f64>) {
-        if let Some(v) = v {
-            self.enc.sample(self.name, self.prefix, &[], v);
-        }
+        self.with(&[], v);
     }
     fn u(&mut self, v: Option<u64>) {
         self.f(v.map(|v| v as f64));
     }
     fn with(&mut self, extra: &[(&str, &str)], v: Option<f64>) {
         if let Some(v) = v {
-            self.enc.sample(self.name, self.prefix, extra, v);
+            self.count += 1;
+            if let Some(enc) = self.enc.as_deref_mut() {
+                enc.sample(self.name, self.prefix, extra, v);
+            }
         }
     }
+}
+
+/// Which container families are emitted (`[filters] drop_metrics` clears entries), by index
+/// into [`CONTAINER_FAMILIES`].
+pub type FamilyMask = [bool];
+
+/// The mask for a drop list; unknown names are an error (a typo would silently keep the
+/// family).
+pub fn family_mask(drop: &[String]) -> Result<Vec<bool>, String> {
+    for name in drop {
+        let known = CONTAINER_FAMILIES.iter().any(|f| f.name == name)
+            || MACHINE_FAMILIES.iter().any(|f| f.0 == name);
+        if !known {
+            return Err(format!("drop_metrics: unknown metric family {name:?}"));
+        }
+    }
+    Ok(CONTAINER_FAMILIES
+        .iter()
+        .map(|f| !drop.iter().any(|d| d == f.name))
+        .collect())
+}
+
+/// Series `sample` adds to the exposition under `mask`.
+pub fn count_series(sample: &ContainerSample, mask: &FamilyMask) -> usize {
+    let mut out = Out {
+        enc: None,
+        name: "",
+        prefix: "",
+        count: 0,
+    };
+    for (family, on) in CONTAINER_FAMILIES.iter().zip(mask) {
+        if *on {
+            (family.emit)(sample, &mut out);
+        }
+    }
+    out.count
 }
 
 pub struct Family {
@@ -298,23 +337,68 @@ pub const MACHINE_FAMILIES: &[(&str, MetricType, &str)] = &[
 ];
 
 /// Encodes every container family, skipping families with no sample.
+/// Where a streamed encoding stopped: the family and the sample to continue from.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FamilyCursor {
+    family: usize,
+    sample: usize,
+    /// The current family has written a sample (so its header is final).
+    nonempty: bool,
+}
+
+/// Encodes every container family, each contiguous, skipping families with no sample.
 pub fn encode_containers(enc: &mut Encoder, samples: &[ContainerSample]) {
-    for family in CONTAINER_FAMILIES {
+    let all = vec![true; CONTAINER_FAMILIES.len()];
+    encode_containers_until(enc, samples, &all, &mut FamilyCursor::default(), usize::MAX);
+}
+
+/// Encodes from `cursor` on and stops once the buffer holds `limit` bytes, at a sample
+/// boundary. Returns true when every family is written. A family's header is only left in
+/// the buffer once a sample follows it, so a chunk never ends in a header that turns out to
+/// belong to an empty family.
+pub fn encode_containers_until(
+    enc: &mut Encoder,
+    samples: &[ContainerSample],
+    mask: &FamilyMask,
+    cursor: &mut FamilyCursor,
+    limit: usize,
+) -> bool {
+    while let Some(family) = CONTAINER_FAMILIES.get(cursor.family) {
+        if !mask.get(cursor.family).copied().unwrap_or(true) {
+            cursor.family += 1;
+            continue;
+        }
         let mark = enc.buf.len();
-        enc.header(family.name, family.help, family.kind);
+        if cursor.sample == 0 {
+            enc.header(family.name, family.help, family.kind);
+        }
         let after_header = enc.buf.len();
-        for sample in samples {
+        while let Some(sample) = samples.get(cursor.sample) {
             let mut out = Out {
-                enc: &mut *enc,
+                enc: Some(&mut *enc),
                 name: family.name,
-                prefix: &sample.target.label_prefix,
+                prefix: &sample.labels.prefix,
+                count: 0,
             };
             (family.emit)(sample, &mut out);
+            cursor.sample += 1;
+            cursor.nonempty |= enc.buf.len() > after_header;
+            if cursor.nonempty && enc.buf.len() >= limit && cursor.sample < samples.len() {
+                return false;
+            }
         }
-        if enc.buf.len() == after_header {
+        if !cursor.nonempty {
             enc.buf.truncate(mark);
         }
+        *cursor = FamilyCursor {
+            family: cursor.family + 1,
+            ..FamilyCursor::default()
+        };
+        if enc.buf.len() >= limit {
+            return cursor.family >= CONTAINER_FAMILIES.len();
+        }
     }
+    true
 }
 
 /// The metric list for the README, as a Markdown table.
@@ -363,6 +447,72 @@ mod tests {
                 f.name.ends_with("_total") || f.name == "container_memory_failcnt",
                 "{}",
                 f.name
+            );
+        }
+    }
+
+    fn sample(i: usize, cpu: Option<f64>, threads: Option<u64>) -> ContainerSample {
+        use crate::discovery::{CgroupKind, Labels, Target};
+        let labels = Labels {
+            id: format!("/c{i}"),
+            ..Labels::default()
+        };
+        let prefix = crate::expose::encode::render_label_prefix(&labels);
+        ContainerSample {
+            labels: std::sync::Arc::new(crate::meta::join::Resolved {
+                generation: 0,
+                prefix,
+                namespace: String::new(),
+                truncated: 0,
+                unknown: false,
+            }),
+            target: std::sync::Arc::new(Target {
+                path: labels.id.clone(),
+                kind: CgroupKind::Raw,
+                inode: i as u64,
+                dirs: Default::default(),
+                labels,
+                start_time: 1.0,
+                files: Default::default(),
+                resolved: Default::default(),
+                refresh_requested: Default::default(),
+            }),
+            stats: ContainerStats {
+                cpu_usage_seconds: cpu,
+                threads,
+                ..ContainerStats::default()
+            },
+        }
+    }
+
+    #[test]
+    fn chunked_encoding_equals_whole_encoding_at_any_chunk_size() {
+        // Families where only some samples (or none) have a value exercise the header rule.
+        let samples: Vec<ContainerSample> = (0..7)
+            .map(|i| sample(i, (i % 2 == 0).then_some(i as f64), (i == 6).then_some(3)))
+            .collect();
+        let mut whole = Encoder { buf: Vec::new() };
+        encode_containers(&mut whole, &samples);
+        assert!(!whole.buf.is_empty());
+        for step in [1, 2, 50, 333, 4096, usize::MAX / 2] {
+            let mut cursor = FamilyCursor::default();
+            let mut joined = Vec::new();
+            let mut rounds = 0;
+            loop {
+                let mut enc = Encoder { buf: Vec::new() };
+                let all = [true; CONTAINER_FAMILIES.len()];
+                let done = encode_containers_until(&mut enc, &samples, &all, &mut cursor, step);
+                joined.extend_from_slice(&enc.buf);
+                rounds += 1;
+                assert!(rounds < 10_000, "no progress at step {step}");
+                if done {
+                    break;
+                }
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&joined),
+                String::from_utf8_lossy(&whole.buf),
+                "step {step}"
             );
         }
     }

@@ -5,6 +5,7 @@
 use super::encode::{Encoder, MetricType};
 use super::names::MACHINE_FAMILIES;
 use crate::discovery::CgroupKind;
+use crate::meta::MetaHealth;
 use crate::snapshot::{ErrorCounts, Snapshot};
 
 use MetricType::{Counter, Gauge};
@@ -13,13 +14,27 @@ use MetricType::{Counter, Gauge};
 pub const SELF_FAMILIES: &[(&str, MetricType, &str, &str)] = &[
     ("container_scrape_error", Gauge, "", "1 if discovering cgroups failed during this collection, else 0 (cAdvisor compatible)."),
     ("podstat_build_info", Gauge, "version, cgroup_mode", "Always 1; labels tell the podstat version and the host's cgroup mode."),
+    ("podstat_cgroups_dropped", Gauge, "", "Cgroups left out of the last collection by the series budget ([limits] max_series)."),
+    ("podstat_cgroups_filtered", Gauge, "", "Cgroups left out of the last collection by [filters]."),
     ("podstat_collections_total", Counter, "", "Collections run since start (scrapes within min_collect_interval_ms share one)."),
     ("podstat_collector_duration_seconds", Gauge, "collector", "Time each collector spent in the last collection, in seconds."),
     ("podstat_collector_success", Gauge, "collector", "1 if the collector read every available file without error in the last collection."),
     ("podstat_containers_discovered", Gauge, "kind", "Cgroups reported in the last collection, by kind (root, qos, pod, container, raw)."),
-    ("podstat_files_read", Gauge, "", "Files opened by the last collection."),
+    ("podstat_files_read", Gauge, "", "Files opened by the last collection (reads through kept descriptors are not counted)."),
+    ("podstat_kept_descriptors", Gauge, "", "Cgroup file descriptors kept open between collections."),
+    ("podstat_kept_descriptors_limit", Gauge, "", "Most cgroup file descriptors podstat keeps open ([reader] max_open_files or the RLIMIT_NOFILE budget); 0 when keep_files_open is off."),
+    ("podstat_label_values_truncated_total", Counter, "", "Label values cut to [limits] max_label_value_length (counted when a cgroup's labels are rendered)."),
+    ("podstat_metadata_age_seconds", Gauge, "", "Age of the pod metadata served (since the last successful fetch); absent before the first. Only with a metadata source."),
+    ("podstat_metadata_errors_total", Counter, "kind", "Failed metadata fetches by kind: connect, timeout, http, too_large, decode, token, tls."),
+    ("podstat_metadata_fetches_total", Counter, "", "Metadata fetches, successful or not."),
+    ("podstat_metadata_last_success_timestamp_seconds", Gauge, "", "Unix time of the last successful metadata fetch; absent before the first."),
+    ("podstat_metadata_pods", Gauge, "", "Pods in the metadata served."),
+    ("podstat_metadata_refresh_requests_total", Counter, "", "Early metadata fetches asked for because a cgroup of an unknown pod or container appeared."),
+    ("podstat_metadata_up", Gauge, "", "1 if the last metadata fetch succeeded."),
     ("podstat_read_errors_total", Counter, "kind", "Errors while reading cgroup and proc files: parse (unexpected content), io, vanished (cgroup removed mid-read)."),
     ("podstat_scrape_duration_seconds", Gauge, "", "Duration of the last collection, in seconds."),
+    ("podstat_series", Gauge, "", "Container series in the last collection (after filters and budget)."),
+    ("podstat_series_dropped_total", Counter, "reason", "Container series left out by the series budget (reason=\"max_series\"), summed over collections."),
 ];
 
 fn help(name: &str) -> (&'static str, MetricType) {
@@ -40,24 +55,31 @@ fn family(enc: &mut Encoder, name: &'static str) {
 pub struct Totals {
     pub collections: u64,
     pub errors: ErrorCounts,
+    pub series_dropped: u64,
+    pub labels_truncated: u64,
 }
 
 impl Totals {
     pub fn add(&mut self, snapshot: &Snapshot) {
         self.collections += 1;
+        self.series_dropped += snapshot.budget.dropped_series as u64;
+        self.labels_truncated += snapshot.labels_truncated;
         self.errors.parse += snapshot.errors.parse;
         self.errors.io += snapshot.errors.io;
         self.errors.vanished += snapshot.errors.vanished;
     }
 }
 
-pub fn encode_machine(enc: &mut Encoder, snapshot: &Snapshot) {
+pub fn encode_machine(enc: &mut Encoder, snapshot: &Snapshot, drop: &[String]) {
     let m = &snapshot.machine;
     for ((name, kind, help), value) in
         MACHINE_FAMILIES
             .iter()
             .zip([m.cpu_cores, m.memory_bytes, m.swap_bytes])
     {
+        if drop.iter().any(|d| d == name) {
+            continue;
+        }
         if let Some(v) = value {
             enc.header(name, help, *kind);
             enc.sample(name, "", &[], v as f64);
@@ -112,6 +134,21 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
         );
     }
 
+    family(enc, "podstat_cgroups_dropped");
+    enc.sample(
+        "podstat_cgroups_dropped",
+        "",
+        &[],
+        snapshot.budget.dropped_cgroups as f64,
+    );
+    family(enc, "podstat_cgroups_filtered");
+    enc.sample(
+        "podstat_cgroups_filtered",
+        "",
+        &[],
+        snapshot.filtered as f64,
+    );
+
     family(enc, "podstat_containers_discovered");
     let mut counts = [0u64; 5];
     for c in &snapshot.containers {
@@ -139,6 +176,29 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
     family(enc, "podstat_files_read");
     enc.sample("podstat_files_read", "", &[], snapshot.files_read as f64);
 
+    family(enc, "podstat_kept_descriptors");
+    enc.sample(
+        "podstat_kept_descriptors",
+        "",
+        &[],
+        snapshot.kept_descriptors.0 as f64,
+    );
+    family(enc, "podstat_kept_descriptors_limit");
+    enc.sample(
+        "podstat_kept_descriptors_limit",
+        "",
+        &[],
+        snapshot.kept_descriptors.1 as f64,
+    );
+
+    family(enc, "podstat_label_values_truncated_total");
+    enc.sample(
+        "podstat_label_values_truncated_total",
+        "",
+        &[],
+        totals.labels_truncated as f64,
+    );
+
     family(enc, "podstat_read_errors_total");
     for (kind, n) in [
         ("parse", totals.errors.parse),
@@ -155,4 +215,74 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
         &[],
         snapshot.duration.as_secs_f64(),
     );
+    family(enc, "podstat_series");
+    enc.sample("podstat_series", "", &[], snapshot.budget.series as f64);
+    family(enc, "podstat_series_dropped_total");
+    enc.sample(
+        "podstat_series_dropped_total",
+        "",
+        &[("reason", "max_series")],
+        totals.series_dropped as f64,
+    );
 }
+
+/// The `podstat_metadata_*` families (only when a metadata source is configured).
+pub fn encode_metadata(enc: &mut Encoder, h: &MetaHealth) {
+    if let Some((at, _)) = h.last_success {
+        family(enc, "podstat_metadata_age_seconds");
+        enc.sample(
+            "podstat_metadata_age_seconds",
+            "",
+            &[],
+            at.elapsed().as_secs_f64(),
+        );
+    }
+    family(enc, "podstat_metadata_errors_total");
+    for kind in METADATA_ERROR_KINDS {
+        let n = h.errors.get(kind).copied().unwrap_or(0);
+        enc.sample(
+            "podstat_metadata_errors_total",
+            "",
+            &[("kind", kind)],
+            n as f64,
+        );
+    }
+    family(enc, "podstat_metadata_fetches_total");
+    enc.sample("podstat_metadata_fetches_total", "", &[], h.fetches as f64);
+    if let Some((_, wall)) = h.last_success {
+        let unix = wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        family(enc, "podstat_metadata_last_success_timestamp_seconds");
+        enc.sample(
+            "podstat_metadata_last_success_timestamp_seconds",
+            "",
+            &[],
+            unix,
+        );
+    }
+    family(enc, "podstat_metadata_pods");
+    enc.sample("podstat_metadata_pods", "", &[], h.pods as f64);
+    family(enc, "podstat_metadata_refresh_requests_total");
+    enc.sample(
+        "podstat_metadata_refresh_requests_total",
+        "",
+        &[],
+        h.early_requests as f64,
+    );
+    family(enc, "podstat_metadata_up");
+    let up = h.last_error.is_none() && h.last_success.is_some();
+    enc.sample("podstat_metadata_up", "", &[], if up { 1.0 } else { 0.0 });
+}
+
+/// Every `kind` of `podstat_metadata_errors_total`, always all emitted so rates work from 0.
+pub const METADATA_ERROR_KINDS: &[&str] = &[
+    "connect",
+    "decode",
+    "http",
+    "timeout",
+    "tls",
+    "token",
+    "too_large",
+];

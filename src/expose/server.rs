@@ -6,26 +6,41 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body_util::{Either, Full};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::agent::{Agent, Rendered};
+use crate::agent::{Agent, Chunks, CHUNK};
 
-struct PlainBody(Arc<Rendered>);
-impl AsRef<[u8]> for PlainBody {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.body
+/// A plain `/metrics` body, encoded chunk by chunk as hyper asks for it (chunked transfer
+/// encoding), so the whole text never sits in memory.
+pub struct MetricsStream(Chunks);
+
+impl hyper::body::Body for MetricsStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let mut buf = Vec::with_capacity(CHUNK + 8 * 1024);
+        // Encoding a chunk takes tens of microseconds: fine to do on the runtime thread.
+        while buf.is_empty() {
+            if !self.0.next_chunk(&mut buf) {
+                return Poll::Ready(None);
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
     }
 }
-struct GzipBody(Arc<Rendered>);
-impl AsRef<[u8]> for GzipBody {
-    fn as_ref(&self) -> &[u8] {
-        self.0.gzipped()
-    }
-}
+
+type Body = Either<Full<Bytes>, MetricsStream>;
 
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -50,12 +65,21 @@ fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+) -> Response<Body> {
+    with_body(status, content_type, Either::Left(Full::new(body.into())))
+}
+
+fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+/// A JSON string literal (errors can hold quotes, backslashes and control characters).
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 fn health_json(agent: &Agent, for_readiness: bool) -> (StatusCode, String) {
@@ -68,14 +92,30 @@ fn health_json(agent: &Agent, for_readiness: bool) -> (StatusCode, String) {
         (None, false) => "starting",
     };
     let ok = if for_readiness { ready } else { true };
+    let m = agent.meta().health();
+    let meta_age = m.last_success.map(|(at, _)| at.elapsed().as_secs_f64());
+    // Metadata never gates readiness: without it podstat still serves every number, with
+    // empty pod labels, which beats serving nothing.
+    let meta_status = match (m.source, &m.last_error, meta_age) {
+        ("none", _, _) => "disabled",
+        (_, Some(_), Some(_)) => "stale",
+        (_, Some(_), None) => "error",
+        (_, None, Some(_)) => "ok",
+        (_, None, None) => "starting",
+    };
     let body = format!(
-        "{{\"status\":\"{}\",\"components\":{{\"cgroup_reader\":{{\"status\":\"{}\",\"cgroup_mode\":\"{}\",\"containers\":{},\"last_success_age_seconds\":{},\"error\":{}}}}}}}\n",
+        "{{\"status\":\"{}\",\"components\":{{\"cgroup_reader\":{{\"status\":\"{}\",\"cgroup_mode\":\"{}\",\"containers\":{},\"last_success_age_seconds\":{},\"error\":{}}},\"metadata\":{{\"status\":\"{}\",\"source\":\"{}\",\"pods\":{},\"last_success_age_seconds\":{},\"error\":{}}}}}}}\n",
         if ok { "ok" } else { "unavailable" },
         reader_status,
         agent.mode,
         h.containers,
         age.map_or("null".to_string(), |a| format!("{a:.3}")),
-        h.last_error.map_or("null".to_string(), |e| format!("{e:?}")),
+        h.last_error.map_or("null".to_string(), |e| json_string(&e)),
+        meta_status,
+        m.source,
+        m.pods,
+        meta_age.map_or("null".to_string(), |a| format!("{a:.3}")),
+        m.last_error.map_or("null".to_string(), |e| json_string(&e)),
     );
     (
         if ok {
@@ -91,7 +131,7 @@ async fn handle(
     agent: Arc<Agent>,
     gzip_enabled: bool,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -103,16 +143,19 @@ async fn handle(
         "/metrics" => {
             let gzip = gzip_enabled && accepts_gzip(req.headers().get(ACCEPT_ENCODING));
             let a = Arc::clone(&agent);
-            match tokio::task::spawn_blocking(move || a.scrape()).await {
-                Ok(rendered) => {
-                    // Serve the shared body without copying it (it can be megabytes).
-                    let body = if gzip {
-                        rendered.gzipped();
-                        Bytes::from_owner(GzipBody(rendered))
-                    } else {
-                        Bytes::from_owner(PlainBody(rendered))
+            // Collection and compression block on file reads and CPU: off the runtime threads.
+            let collected = tokio::task::spawn_blocking(move || {
+                let rendered = a.scrape();
+                let compressed = gzip.then(|| rendered.gzipped());
+                (rendered, compressed)
+            });
+            match collected.await {
+                Ok((rendered, compressed)) => {
+                    let body = match compressed {
+                        Some(bytes) => Either::Left(Full::new(bytes)),
+                        None => Either::Right(MetricsStream(rendered.chunks())),
                     };
-                    let mut r = respond(StatusCode::OK, METRICS_CONTENT_TYPE, body);
+                    let mut r = with_body(StatusCode::OK, METRICS_CONTENT_TYPE, body);
                     if gzip {
                         r.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
                     }
@@ -121,6 +164,27 @@ async fn handle(
                 Err(e) => {
                     tracing::error!(error = %e, "collection task failed");
                     respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "collection failed\n")
+                }
+            }
+        }
+        "/cardinality" => {
+            let a = Arc::clone(&agent);
+            let top = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("top=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20);
+            match tokio::task::spawn_blocking(move || {
+                let body = a.scrape().to_vec();
+                crate::expose::cardinality::report(&String::from_utf8_lossy(&body)).render(top)
+            })
+            .await
+            {
+                Ok(text) => respond(StatusCode::OK, "text/plain; charset=utf-8", text),
+                Err(e) => {
+                    tracing::error!(error = %e, "cardinality task failed");
+                    respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "failed\n")
                 }
             }
         }
@@ -135,7 +199,7 @@ async fn handle(
         "/" => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            "<html><head><title>podstat</title></head><body><h1>podstat</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a> <a href=\"/readyz\">/readyz</a></p></body></html>\n",
+            "<html><head><title>podstat</title></head><body><h1>podstat</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a> <a href=\"/readyz\">/readyz</a> <a href=\"/cardinality\">/cardinality</a></p></body></html>\n",
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     };

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::support::{fixtures, golden_dir, skip_unless, which};
+use crate::support::{fixtures, golden_dir, sample_value, skip_unless, which};
 
 /// Copies a fixture tree (without `.gitkeep` markers) and pins every directory's and
 /// `cgroup.procs`' mtime, so `container_start_time_seconds` does not depend on checkout time.
@@ -54,15 +54,39 @@ fn render(cgroup_fixture: &str) -> String {
     let cg = tmp.path().join("cgroup");
     copy_pinned(&fixtures().join(cgroup_fixture), &cg);
     let toml = format!(
-        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n",
+        // A small descriptor budget (below any RLIMIT_NOFILE) keeps the output independent of
+        // the machine's limit and exercises both the kept and the open-per-read paths.
+        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n[reader]\nmax_open_files = 64\n[server]\nmin_collect_interval_ms = 0\n",
         cg,
         fixtures().join("proc-node"),
         fixtures().join("sys-node")
     );
     let config = podstat::config::parse(&toml, "test").expect("config");
     let agent = podstat::agent::Agent::new(&config).expect("agent");
-    let body = String::from_utf8(agent.scrape().body.clone()).expect("utf8");
-    normalise(&body)
+    let first = normalise(&String::from_utf8(agent.scrape().to_vec()).expect("utf8"));
+    // The second collection reads through the descriptors the first one kept (and skips the
+    // files the first found absent); apart from the count of opened files it must be identical.
+    let second = normalise(&String::from_utf8(agent.scrape().to_vec()).expect("utf8"));
+    let without_opens = |s: &str| -> String {
+        s.lines()
+            .filter(|l| {
+                !l.starts_with("podstat_files_read ")
+                    && !l.starts_with("podstat_collections_total ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        without_opens(&first),
+        without_opens(&second),
+        "kept descriptors changed the output"
+    );
+    let opens = |s: &str| sample_value(s, "podstat_files_read", &[]).unwrap_or(0.0);
+    assert!(
+        opens(&second) < opens(&first),
+        "the second collection reused descriptors"
+    );
+    first
 }
 
 fn check(cgroup_fixture: &str, golden: &str) {

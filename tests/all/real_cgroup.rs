@@ -212,7 +212,7 @@ fn real_cgroups_agree_with_the_kernel() {
     let id = |leaf: &str| format!("id=\"/{pod_rel}/{leaf}\"");
     let pod_id = format!("id=\"/{pod_rel}\"");
 
-    let body1 = String::from_utf8(agent.scrape().body.clone()).expect("utf8");
+    let body1 = String::from_utf8(agent.scrape().to_vec()).expect("utf8");
     let cpu1 = sample_value(&body1, "container_cpu_usage_seconds_total", &[&id(BUSY_ID)])
         .expect("busy cpu 1");
     let kernel1 = proc_cpu_seconds(busy.pid());
@@ -221,7 +221,7 @@ fn real_cgroups_agree_with_the_kernel() {
     send_udp_from(&pod_ns.name, "169.254.77.1:9", 100, 1000);
     std::thread::sleep(Duration::from_secs(2));
 
-    let body2 = String::from_utf8(agent.scrape().body.clone()).expect("utf8");
+    let body2 = String::from_utf8(agent.scrape().to_vec()).expect("utf8");
     let cpu2 = sample_value(&body2, "container_cpu_usage_seconds_total", &[&id(BUSY_ID)])
         .expect("busy cpu 2");
     let kernel2 = proc_cpu_seconds(busy.pid());
@@ -291,12 +291,45 @@ fn real_cgroups_agree_with_the_kernel() {
         crate::support::wait_for(Duration::from_secs(5), || std::fs::remove_dir(&dir).ok())
             .expect("rmdir mem cgroup");
     }
-    let body3 = String::from_utf8(agent.scrape().body.clone()).expect("utf8");
+    let body3 = String::from_utf8(agent.scrape().to_vec()).expect("utf8");
     assert!(!body3.contains(MEM_ID), "removed container still reported");
     assert!(body3.contains(BUSY_ID));
     assert_eq!(
         sample_value(&body3, "container_scrape_error", &[]),
         Some(0.0)
+    );
+
+    // Recreate it under the same path, twice, the second time with no scrape in between: the
+    // descriptors kept for the old cgroup must not leak its numbers into the new one.
+    let mem_dirs: Vec<PathBuf> = hierarchies
+        .iter()
+        .map(|h| h.join(format!("{pod_rel}/{MEM_ID}")))
+        .collect();
+    for dir in &mem_dirs {
+        std::fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    }
+    let body4 = String::from_utf8(agent.scrape().to_vec()).expect("utf8");
+    let fresh_usage = |body: &str| {
+        sample_value(body, "container_memory_usage_bytes", &[&id(MEM_ID)])
+            .expect("recreated container reported")
+    };
+    assert!(
+        fresh_usage(&body4) < 64.0 * 1024.0 * 1024.0,
+        "old usage leaked"
+    );
+    for dir in &mem_dirs {
+        std::fs::remove_dir(dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", dir.display()));
+        std::fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    }
+    let body5 = String::from_utf8(agent.scrape().to_vec()).expect("utf8");
+    assert!(fresh_usage(&body5) < 64.0 * 1024.0 * 1024.0);
+    assert_eq!(
+        sample_value(&body5, "container_scrape_error", &[]),
+        Some(0.0)
+    );
+    assert!(
+        sample_value(&body5, "podstat_kept_descriptors", &[]).is_some_and(|n| n > 0.0),
+        "the agent keeps descriptors by default"
     );
     drop((busy, sandbox));
     drop((pod_ns, peer_ns));

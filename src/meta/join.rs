@@ -1,0 +1,130 @@
+//! The join: a cgroup's pod UID and container ID (from its path) against the pod list, giving
+//! the label set the kubelet's `/metrics/cadvisor` would show for it:
+//!
+//! | row | container | image | pod, namespace |
+//! |---|---|---|---|
+//! | container in the list | its name | its image | set |
+//! | pod cgroup | `""` | `""` | set |
+//! | other cgroup of a known pod (the sandbox) | `""` (containerd) or `POD` (Docker, CRI-O) | `sandbox_image` | set |
+//! | root, QoS, raw, unknown pod | `""` | `""` | `""` |
+//!
+//! The rendered label string is cached on the target and rebuilt only when the index changes
+//! (its generation), so a steady node renders nothing per scrape.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::MetaIndex;
+use crate::config::KubernetesConfig;
+use crate::discovery::{CgroupKind, Labels, Runtime, Target};
+use crate::expose::encode::render_labels;
+
+/// A target's labels for one index generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub generation: u64,
+    /// `container="…",id="…",…,pod="…"[,label_…="…"]`, escaped.
+    pub prefix: String,
+    pub namespace: String,
+    /// Label values cut to `max_label_value_length` in this rendering.
+    pub truncated: u32,
+    /// The cgroup belongs to a pod, but the index does not know it (or its container ID).
+    pub unknown: bool,
+}
+
+/// How sandbox rows are labelled and how long a label value may be.
+#[derive(Debug, Clone)]
+pub struct JoinPolicy {
+    /// None: by runtime ("" for containerd, "POD" for Docker and CRI-O).
+    pub sandbox_container: Option<String>,
+    pub sandbox_image: String,
+    pub max_label_value_length: usize,
+}
+
+impl JoinPolicy {
+    pub fn new(k: &KubernetesConfig, max_label_value_length: usize) -> JoinPolicy {
+        JoinPolicy {
+            sandbox_container: (k.sandbox_container != "auto").then(|| k.sandbox_container.clone()),
+            sandbox_image: k.sandbox_image.clone(),
+            max_label_value_length,
+        }
+    }
+
+    fn sandbox_name(&self, runtime: Runtime) -> &str {
+        match (&self.sandbox_container, runtime) {
+            (Some(fixed), _) => fixed,
+            (None, Runtime::Docker | Runtime::CriO) => "POD",
+            (None, _) => "",
+        }
+    }
+}
+
+/// Resolves `target` against `index` (no caching).
+pub fn resolve(target: &Target, index: &MetaIndex, policy: &JoinPolicy) -> Resolved {
+    let mut labels: Labels = target.labels.clone();
+    let mut extra: &[(String, String)] = &[];
+    let mut unknown = false;
+    match &target.kind {
+        CgroupKind::Pod { uid } => match index.pod(uid) {
+            Some(pod) => {
+                labels.pod.clone_from(&pod.name);
+                labels.namespace.clone_from(&pod.namespace);
+                extra = &pod.extra;
+            }
+            None => unknown = true,
+        },
+        CgroupKind::Container {
+            pod_uid,
+            id,
+            runtime,
+        } => {
+            if let Some(c) = index.container(id) {
+                labels.container.clone_from(&c.name);
+                labels.image.clone_from(&c.image);
+                labels.pod.clone_from(&c.pod.name);
+                labels.namespace.clone_from(&c.pod.namespace);
+                extra = &c.pod.extra;
+            } else if let Some(pod) = index.pod(pod_uid) {
+                labels.container = policy.sandbox_name(*runtime).to_owned();
+                labels.image.clone_from(&policy.sandbox_image);
+                labels.pod.clone_from(&pod.name);
+                labels.namespace.clone_from(&pod.namespace);
+                extra = &pod.extra;
+                unknown = true;
+            } else {
+                unknown = true;
+            }
+        }
+        CgroupKind::Root | CgroupKind::Qos | CgroupKind::Raw | CgroupKind::Skip => {}
+    }
+    let (prefix, truncated) = render_labels(&labels, extra, policy.max_label_value_length);
+    Resolved {
+        generation: index.generation,
+        prefix,
+        namespace: labels.namespace,
+        truncated,
+        unknown,
+    }
+}
+
+/// The target's labels for `index`, from its cache when the generation matches. The bool is
+/// true when the labels were rendered now (so their truncations are new).
+pub fn resolve_cached(
+    target: &Target,
+    index: &MetaIndex,
+    policy: &JoinPolicy,
+) -> (Arc<Resolved>, bool) {
+    let mut cache = target.resolved.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(r) = cache.as_ref().filter(|r| r.generation == index.generation) {
+        return (Arc::clone(r), false);
+    }
+    let fresh = Arc::new(resolve(target, index, policy));
+    *cache = Some(Arc::clone(&fresh));
+    (fresh, true)
+}
+
+/// True the first time it is called for `target`: each new cgroup may ask for one early
+/// metadata fetch, so a sandbox (never in the pod list) cannot make podstat poll.
+pub fn first_refresh_request(target: &Target) -> bool {
+    !target.refresh_requested.swap(true, Ordering::Relaxed)
+}

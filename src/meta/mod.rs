@@ -1,0 +1,194 @@
+//! Pod metadata: where the `pod`, `namespace`, `container` and `image` labels come from.
+//!
+//! A source (the kubelet's `/pods`, polled by [`kubelet`]) publishes a [`MetaIndex`] into the
+//! shared [`MetaStore`]; every collection takes the current index (an `Arc` clone, no
+//! waiting) and [`join`] resolves each cgroup's labels against it. A source that fails never
+//! blocks a scrape: the last good index stays in place and the store's health says how old it
+//! is and what went wrong.
+
+pub mod join;
+pub mod kubelet;
+pub mod labels;
+pub mod podlist;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use crate::config::LabelsConfig;
+use podlist::PodInfo;
+
+/// What the join needs of one pod. Shared by the pod's containers and its index entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodMeta {
+    pub name: String,
+    pub namespace: String,
+    /// Allow-listed pod labels and annotations, already named (`label_app`, …).
+    pub extra: Vec<(String, String)>,
+}
+
+/// A container instance: its pod and its name and image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerMeta {
+    pub pod: Arc<PodMeta>,
+    pub name: String,
+    pub image: String,
+}
+
+/// The pods of this node, indexed for the join.
+#[derive(Debug, Default)]
+pub struct MetaIndex {
+    /// Bumped whenever the content changes, so cgroups re-resolve their labels only then.
+    pub generation: u64,
+    /// By pod UID, and for static pods also by the config hash (the cgroup's UID) that the
+    /// mirror pod carries in `kubernetes.io/config.mirror`.
+    pods: HashMap<String, Arc<PodMeta>>,
+    /// By runtime container ID (current and previous instances).
+    containers: HashMap<String, ContainerMeta>,
+}
+
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+const HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
+
+impl MetaIndex {
+    /// Builds the index from decoded pods, applying the label allowlists.
+    pub fn build(pods: &[PodInfo], labels: &LabelsConfig, max_pod_labels: usize) -> MetaIndex {
+        let mut index = MetaIndex::default();
+        for pod in pods {
+            let meta = Arc::new(PodMeta {
+                name: pod.name.clone(),
+                namespace: pod.namespace.clone(),
+                extra: labels::pod_extra_labels(
+                    &pod.labels,
+                    &pod.annotations,
+                    &labels.pod_labels,
+                    &labels.pod_annotations,
+                    max_pod_labels,
+                ),
+            });
+            index.pods.insert(pod.uid.clone(), Arc::clone(&meta));
+            for key in [MIRROR_ANNOTATION, HASH_ANNOTATION] {
+                if let Some(hash) = pod.annotations.get(key).filter(|h| **h != pod.uid) {
+                    index
+                        .pods
+                        .entry(hash.clone())
+                        .or_insert_with(|| Arc::clone(&meta));
+                }
+            }
+            for c in &pod.containers {
+                index.containers.insert(
+                    c.id.clone(),
+                    ContainerMeta {
+                        pod: Arc::clone(&meta),
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                    },
+                );
+            }
+        }
+        index
+    }
+
+    pub fn pod(&self, uid: &str) -> Option<&Arc<PodMeta>> {
+        self.pods.get(uid)
+    }
+
+    pub fn container(&self, id: &str) -> Option<&ContainerMeta> {
+        self.containers.get(id)
+    }
+
+    /// Distinct pods (not index entries).
+    pub fn pod_count(&self) -> usize {
+        let mut seen: Vec<*const PodMeta> = self.pods.values().map(Arc::as_ptr).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    }
+
+    fn same_content(&self, other: &MetaIndex) -> bool {
+        self.pods == other.pods && self.containers == other.containers
+    }
+}
+
+/// Health of the metadata source, for `/readyz`, logs and `podstat_metadata_*`.
+#[derive(Debug, Clone, Default)]
+pub struct MetaHealth {
+    /// "none" or "kubelet".
+    pub source: &'static str,
+    pub last_success: Option<(Instant, SystemTime)>,
+    pub last_error: Option<String>,
+    /// Failed fetches by kind (connect, timeout, http, too_large, decode, token).
+    pub errors: BTreeMap<&'static str, u64>,
+    pub fetches: u64,
+    pub pods: usize,
+    /// Early fetches asked for by unknown containers.
+    pub early_requests: u64,
+}
+
+/// The shared, always-readable view of pod metadata.
+pub struct MetaStore {
+    index: Mutex<Arc<MetaIndex>>,
+    health: Mutex<MetaHealth>,
+    /// Wakes the source for an early fetch (an unknown container appeared).
+    pub wake: tokio::sync::Notify,
+}
+
+impl MetaStore {
+    pub fn new(source: &'static str) -> MetaStore {
+        MetaStore {
+            index: Mutex::new(Arc::new(MetaIndex::default())),
+            health: Mutex::new(MetaHealth {
+                source,
+                ..MetaHealth::default()
+            }),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The index to join against now.
+    pub fn current(&self) -> Arc<MetaIndex> {
+        Arc::clone(&self.index.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the index after a successful fetch (keeping the generation when nothing
+    /// changed, so no label is rebuilt).
+    pub fn publish(&self, mut next: MetaIndex) {
+        let pods = next.pod_count();
+        {
+            let mut current = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            if !current.same_content(&next) {
+                next.generation = current.generation + 1;
+                *current = Arc::new(next);
+            }
+        }
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.fetches += 1;
+        h.pods = pods;
+        h.last_success = Some((Instant::now(), SystemTime::now()));
+        h.last_error = None;
+    }
+
+    /// Records a failed fetch; the last good index stays in place.
+    pub fn record_error(&self, kind: &'static str, message: String) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.fetches += 1;
+        *h.errors.entry(kind).or_default() += 1;
+        h.last_error = Some(message);
+    }
+
+    /// Asks the source for an early fetch (it rate-limits them).
+    pub fn request_refresh(&self) {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .early_requests += 1;
+        self.wake.notify_one();
+    }
+
+    pub fn health(&self) -> MetaHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

@@ -1,0 +1,207 @@
+//! Decodes a kubelet `/pods` (or API-server) `PodList` into what the join needs: per pod its
+//! UID, name, namespace, labels and annotations, and per container ID its name and image.
+//!
+//! Only the fields podstat reads are declared, every one optional: API objects grow fields
+//! and send `null` for empty maps, and none of that may fail the decode. `items` entries that
+//! are `null` or `{}` (seen in real kubelet output) are skipped.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+struct WirePodList {
+    kind: Option<String>,
+    items: Option<Vec<Option<WirePod>>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct WirePod {
+    metadata: Option<WireMeta>,
+    spec: Option<WireSpec>,
+    status: Option<WireStatus>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct WireMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct WireSpec {
+    containers: Option<Vec<WireSpecContainer>>,
+    init_containers: Option<Vec<WireSpecContainer>>,
+    ephemeral_containers: Option<Vec<WireSpecContainer>>,
+    host_network: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct WireSpecContainer {
+    name: Option<String>,
+    image: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct WireStatus {
+    container_statuses: Option<Vec<WireContainerStatus>>,
+    init_container_statuses: Option<Vec<WireContainerStatus>>,
+    ephemeral_container_statuses: Option<Vec<WireContainerStatus>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct WireContainerStatus {
+    name: Option<String>,
+    #[serde(rename = "containerID")]
+    container_id: Option<String>,
+    image: Option<String>,
+    last_state: Option<WireState>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct WireState {
+    terminated: Option<WireTerminated>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct WireTerminated {
+    #[serde(rename = "containerID")]
+    container_id: Option<String>,
+}
+
+/// One container instance of a pod, by runtime container ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Container ID without the `containerd://` style scheme.
+    pub id: String,
+    pub name: String,
+    pub image: String,
+}
+
+/// What podstat keeps of one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodInfo {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub host_network: bool,
+    pub containers: Vec<ContainerInfo>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodListError {
+    #[error("not a PodList: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("not a PodList: kind is {0:?}")]
+    Kind(String),
+}
+
+/// `containerd://<id>` → `<id>`; IDs without a scheme are kept as they are.
+pub fn strip_runtime_scheme(id: &str) -> &str {
+    id.split_once("://").map_or(id, |(_, rest)| rest)
+}
+
+/// Decodes a PodList body.
+pub fn parse_pod_list(bytes: &[u8]) -> Result<Vec<PodInfo>, PodListError> {
+    let list: WirePodList = serde_json::from_slice(bytes)?;
+    if let Some(kind) = list.kind.filter(|k| k != "PodList" && !k.is_empty()) {
+        return Err(PodListError::Kind(kind));
+    }
+    let mut pods = Vec::new();
+    for pod in list.items.unwrap_or_default().into_iter().flatten() {
+        let meta = pod.metadata.unwrap_or_default();
+        let Some(uid) = meta.uid.filter(|u| !u.is_empty()) else {
+            continue;
+        };
+        let spec = pod.spec.unwrap_or_default();
+        let spec_image = |name: &str| -> Option<String> {
+            [
+                &spec.containers,
+                &spec.init_containers,
+                &spec.ephemeral_containers,
+            ]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|c| c.name.as_deref() == Some(name))
+            .and_then(|c| c.image.clone())
+        };
+        let status = pod.status.unwrap_or_default();
+        let mut containers = Vec::new();
+        for st in [
+            status.container_statuses,
+            status.init_container_statuses,
+            status.ephemeral_container_statuses,
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        {
+            let name = st.name.unwrap_or_default();
+            // The status image is the runtime's reference (what cAdvisor shows); the spec image
+            // stands in when the status has none yet.
+            let image = st
+                .image
+                .filter(|i| !i.is_empty())
+                .or_else(|| spec_image(&name))
+                .unwrap_or_default();
+            let previous = st
+                .last_state
+                .and_then(|s| s.terminated)
+                .and_then(|t| t.container_id);
+            // The previous instance's cgroup can linger after a restart: same name.
+            for id in [st.container_id, previous].into_iter().flatten() {
+                let id = strip_runtime_scheme(&id);
+                if !id.is_empty() && !containers.iter().any(|c: &ContainerInfo| c.id == id) {
+                    containers.push(ContainerInfo {
+                        id: id.to_owned(),
+                        name: name.clone(),
+                        image: image.clone(),
+                    });
+                }
+            }
+        }
+        pods.push(PodInfo {
+            uid,
+            name: meta.name.unwrap_or_default(),
+            namespace: meta.namespace.unwrap_or_default(),
+            labels: meta.labels.unwrap_or_default(),
+            annotations: meta.annotations.unwrap_or_default(),
+            host_network: spec.host_network.unwrap_or(false),
+            containers,
+        });
+    }
+    Ok(pods)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nulls_and_empty_items_are_skipped() {
+        let body = br#"{"kind":"PodList","items":[null,{},{"metadata":{"uid":"u1","name":"a","namespace":"n","labels":null},"status":{"containerStatuses":[{"name":"c","containerID":"docker://abc","image":"img:1","lastState":{"terminated":{"containerID":"docker://old"}}}]}}]}"#;
+        let pods = parse_pod_list(body).expect("parse");
+        assert_eq!(pods.len(), 1);
+        assert_eq!(pods[0].containers.len(), 2);
+        assert_eq!(pods[0].containers[0].id, "abc");
+        assert_eq!(pods[0].containers[1].id, "old");
+        assert_eq!(pods[0].containers[1].name, "c");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(parse_pod_list(b"{\"kind\":\"PodList\",\"items\":[").is_err());
+        assert!(parse_pod_list(b"<html>").is_err());
+        assert!(parse_pod_list(br#"{"kind":"Status","items":[]}"#).is_err());
+        assert!(parse_pod_list(br#"{"items":{}}"#).is_err());
+    }
+}

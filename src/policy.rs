@@ -1,0 +1,142 @@
+//! What gets reported: the row and namespace filters, and the series budget.
+//!
+//! Filters run before a cgroup's files are read (a filtered namespace costs nothing). The
+//! budget runs after collection, when each cgroup's series count is known: over
+//! `max_series`, whole cgroups are left out in a fixed order, so the same cgroups stay
+//! visible from one scrape to the next and the output stays valid:
+//!
+//! 1. raw cgroups (outside Kubernetes), newest first;
+//! 2. Kubernetes containers, sandboxes and pod rows, newest first;
+//!
+//! (ties by path, descending). The root and the QoS rows are never dropped. "Newest" is
+//! `container_start_time_seconds`: keeping the long-running cgroups keeps dashboards and
+//! alerts continuous, and what is dropped is what just appeared.
+
+use std::collections::HashSet;
+
+use crate::config::Config;
+use crate::discovery::{CgroupKind, Target};
+use crate::expose::names::{self, FamilyMask};
+use crate::meta::join::Resolved;
+use crate::snapshot::ContainerSample;
+
+pub struct Policy {
+    namespaces_include: HashSet<String>,
+    namespaces_exclude: HashSet<String>,
+    exclude_cgroups: crate::config::PatternSet,
+    pod_rows: bool,
+    qos_rows: bool,
+    pub mask: Vec<bool>,
+    pub drop_metrics: Vec<String>,
+    pub max_series: usize,
+}
+
+/// What the budget left out of one collection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetOutcome {
+    /// Container series in the output.
+    pub series: usize,
+    pub dropped_series: usize,
+    pub dropped_cgroups: usize,
+}
+
+impl Policy {
+    pub fn new(config: &Config) -> Result<Policy, String> {
+        let f = &config.filters;
+        Ok(Policy {
+            namespaces_include: f.namespaces_include.iter().cloned().collect(),
+            namespaces_exclude: f.namespaces_exclude.iter().cloned().collect(),
+            exclude_cgroups: f.exclude_cgroups.clone(),
+            pod_rows: f.pod_rows,
+            qos_rows: f.qos_rows,
+            mask: names::family_mask(&f.drop_metrics)?,
+            drop_metrics: f.drop_metrics.clone(),
+            max_series: config.limits.max_series,
+        })
+    }
+
+    /// Whether `target` (with its resolved labels) is reported at all.
+    pub fn keeps(&self, target: &Target, labels: &Resolved) -> bool {
+        match target.kind {
+            CgroupKind::Root => return true,
+            CgroupKind::Qos if !self.qos_rows => return false,
+            CgroupKind::Pod { .. } if !self.pod_rows => return false,
+            _ => {}
+        }
+        if self.exclude_cgroups.is_match(&target.path) {
+            return false;
+        }
+        if target.pod_uid().is_some() {
+            if !self.namespaces_include.is_empty()
+                && !self.namespaces_include.contains(&labels.namespace)
+            {
+                return false;
+            }
+            if self.namespaces_exclude.contains(&labels.namespace) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Enforces `max_series` on `samples` (0: no limit), keeping their order.
+    pub fn apply_budget(&self, samples: &mut Vec<ContainerSample>) -> BudgetOutcome {
+        apply_budget(samples, &self.mask, self.max_series)
+    }
+}
+
+/// Drop class: lower is dropped first; None is never dropped.
+fn drop_class(kind: &CgroupKind) -> Option<u8> {
+    match kind {
+        CgroupKind::Raw | CgroupKind::Skip => Some(0),
+        CgroupKind::Pod { .. } | CgroupKind::Container { .. } => Some(1),
+        CgroupKind::Root | CgroupKind::Qos => None,
+    }
+}
+
+pub fn apply_budget(
+    samples: &mut Vec<ContainerSample>,
+    mask: &FamilyMask,
+    max_series: usize,
+) -> BudgetOutcome {
+    let counts: Vec<usize> = samples
+        .iter()
+        .map(|s| names::count_series(s, mask))
+        .collect();
+    let total: usize = counts.iter().sum();
+    if max_series == 0 || total <= max_series {
+        return BudgetOutcome {
+            series: total,
+            ..BudgetOutcome::default()
+        };
+    }
+    let mut order: Vec<usize> = (0..samples.len())
+        .filter(|&i| drop_class(&samples[i].target.kind).is_some())
+        .collect();
+    order.sort_by(|&a, &b| {
+        let (ta, tb) = (&samples[a].target, &samples[b].target);
+        drop_class(&ta.kind)
+            .cmp(&drop_class(&tb.kind))
+            .then(tb.start_time.total_cmp(&ta.start_time))
+            .then(tb.path.cmp(&ta.path))
+    });
+    let mut drop = vec![false; samples.len()];
+    let mut series = total;
+    let mut outcome = BudgetOutcome::default();
+    for i in order {
+        if series <= max_series {
+            break;
+        }
+        drop[i] = true;
+        series -= counts[i];
+        outcome.dropped_series += counts[i];
+        outcome.dropped_cgroups += 1;
+    }
+    let mut i = 0;
+    samples.retain(|_| {
+        i += 1;
+        !drop[i - 1]
+    });
+    outcome.series = series;
+    outcome
+}

@@ -7,10 +7,11 @@
 //!
 //! 1. raw cgroups (outside Kubernetes), newest first;
 //! 2. Kubernetes containers, sandboxes and pod rows, newest first;
+//! 3. the QoS rows, then the root `/` (only when the budget is smaller than they are).
 //!
-//! (ties by path, descending). The root and the QoS rows are never dropped. "Newest" is
-//! `container_start_time_seconds`: keeping the long-running cgroups keeps dashboards and
-//! alerts continuous, and what is dropped is what just appeared.
+//! (ties by path, descending). "Newest" is `container_start_time_seconds`: keeping the
+//! long-running cgroups keeps dashboards and alerts continuous, and what is dropped is what
+//! just appeared. The budget is hard: `podstat_series` never exceeds it.
 
 use std::collections::HashSet;
 
@@ -85,12 +86,13 @@ impl Policy {
     }
 }
 
-/// Drop class: lower is dropped first; None is never dropped.
-fn drop_class(kind: &CgroupKind) -> Option<u8> {
+/// Drop class: lower is dropped first.
+fn drop_class(kind: &CgroupKind) -> u8 {
     match kind {
-        CgroupKind::Raw | CgroupKind::Skip => Some(0),
-        CgroupKind::Pod { .. } | CgroupKind::Container { .. } => Some(1),
-        CgroupKind::Root | CgroupKind::Qos => None,
+        CgroupKind::Raw | CgroupKind::Skip => 0,
+        CgroupKind::Pod { .. } | CgroupKind::Container { .. } => 1,
+        CgroupKind::Qos => 2,
+        CgroupKind::Root => 3,
     }
 }
 
@@ -110,9 +112,7 @@ pub fn apply_budget(
             ..BudgetOutcome::default()
         };
     }
-    let mut order: Vec<usize> = (0..samples.len())
-        .filter(|&i| drop_class(&samples[i].target.kind).is_some())
-        .collect();
+    let mut order: Vec<usize> = (0..samples.len()).collect();
     order.sort_by(|&a, &b| {
         let (ta, tb) = (&samples[a].target, &samples[b].target);
         drop_class(&ta.kind)
@@ -139,4 +139,88 @@ pub fn apply_budget(
     });
     outcome.series = series;
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::discovery::{Labels, Runtime};
+    use crate::snapshot::ContainerStats;
+
+    fn sample(path: &str, kind: CgroupKind, start: f64) -> ContainerSample {
+        ContainerSample {
+            target: Arc::new(Target {
+                path: path.into(),
+                kind,
+                inode: 0,
+                dirs: Default::default(),
+                labels: Labels::default(),
+                start_time: start,
+                files: Default::default(),
+                resolved: Default::default(),
+                refresh_requested: Default::default(),
+            }),
+            labels: Arc::new(Resolved {
+                generation: 0,
+                prefix: format!("id=\"{path}\""),
+                namespace: String::new(),
+                truncated: 0,
+                unknown: false,
+            }),
+            // Two series each: usage and processes.
+            stats: ContainerStats {
+                cpu_usage_seconds: Some(1.0),
+                processes: Some(1),
+                ..ContainerStats::default()
+            },
+        }
+    }
+
+    #[test]
+    fn budget_drops_raw_then_kubernetes_newest_first_then_qos_then_root() {
+        let ctr = |id: &str| CgroupKind::Container {
+            pod_uid: "u".into(),
+            id: id.into(),
+            runtime: Runtime::Containerd,
+        };
+        let mut samples = vec![
+            sample("/", CgroupKind::Root, 1.0),
+            sample("/kubepods/burstable", CgroupKind::Qos, 1.0),
+            sample("/kubepods/burstable/podu/old", ctr("old"), 100.0),
+            sample("/kubepods/burstable/podu/new", ctr("new"), 300.0),
+            sample("/system.slice/a.service", CgroupKind::Raw, 50.0),
+            sample("/system.slice/b.service", CgroupKind::Raw, 10.0),
+        ];
+        let mask = vec![true; names::CONTAINER_FAMILIES.len()];
+        let paths =
+            |s: &[ContainerSample]| s.iter().map(|x| x.target.path.clone()).collect::<Vec<_>>();
+        let per = names::count_series(&samples[0], &mask);
+        assert!(per >= 2);
+        // Room for three cgroups and a bit: both raw cgroups go (newest first), then the
+        // newest Kubernetes container.
+        let out = apply_budget(&mut samples, &mask, 3 * per + 1);
+        assert_eq!(
+            out,
+            BudgetOutcome {
+                series: 3 * per,
+                dropped_series: 3 * per,
+                dropped_cgroups: 3
+            }
+        );
+        assert_eq!(
+            paths(&samples),
+            ["/", "/kubepods/burstable", "/kubepods/burstable/podu/old"]
+        );
+        // The budget is hard: under the last rows, QoS goes before the root.
+        let out = apply_budget(&mut samples, &mask, per);
+        assert_eq!(paths(&samples), ["/"]);
+        assert_eq!(out.series, per);
+        let out = apply_budget(&mut samples, &mask, 1);
+        assert!(samples.is_empty());
+        assert_eq!(out.series, 0);
+        // No limit.
+        assert_eq!(apply_budget(&mut samples, &mask, 0).dropped_cgroups, 0);
+    }
 }

@@ -58,8 +58,9 @@ pub fn render_label_prefix(labels: &Labels) -> String {
 }
 
 /// Renders the six labels, then `extra` (pod labels, already valid names), cutting values
-/// longer than `max_len` bytes (at a character boundary). Returns the string and how many
-/// values were cut.
+/// longer than `max_len` bytes (at a character boundary). `id` and `name` are never cut: they
+/// are what keeps two cgroups' series apart, and a cut could make them collide. Returns the
+/// string and how many values were cut.
 pub fn render_labels(labels: &Labels, extra: &[(String, String)], max_len: usize) -> (String, u32) {
     let mut out = Vec::with_capacity(64 + labels.id.len() + labels.name.len());
     let mut truncated = 0;
@@ -81,7 +82,7 @@ pub fn render_labels(labels: &Labels, extra: &[(String, String)], max_len: usize
         }
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b"=\"");
-        let v = if v.len() > max_len {
+        let v = if v.len() > max_len && k != "id" && k != "name" {
             truncated += 1;
             let mut end = max_len;
             while !v.is_char_boundary(end) {
@@ -179,13 +180,14 @@ mod tests {
     #[test]
     fn long_values_are_cut_at_a_char_boundary() {
         let labels = Labels {
-            id: "/a".into(),
+            id: "/a-long-path".into(),
             pod: "ééé".into(),
             ..Labels::default()
         };
         let extra = [("label_app".to_owned(), "x".repeat(10))];
         let (s, n) = render_labels(&labels, &extra, 5);
         assert_eq!(n, 2);
+        assert!(s.contains("id=\"/a-long-path\""), "id is never cut: {s}");
         assert!(s.ends_with("pod=\"éé\",label_app=\"xxxxx\""), "{s}");
     }
 

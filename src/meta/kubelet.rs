@@ -308,13 +308,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Fetches and decodes once, and publishes the result (used by the loop and by `podstat once`).
+/// Fetches and decodes once, and publishes the result or records the failure in the store
+/// (used by the loop and by `podstat once`).
 pub async fn refresh_once(
     client: &mut KubeletClient,
     store: &MetaStore,
     labels: &LabelsConfig,
     max_pod_labels: usize,
 ) -> Result<usize, FetchError> {
+    let result = fetch_and_decode(client, labels, max_pod_labels).await;
+    match result {
+        Ok((pods, index)) => {
+            store.publish(index);
+            Ok(pods)
+        }
+        Err(e) => {
+            store.record_error(e.kind(), e.to_string());
+            Err(e)
+        }
+    }
+}
+
+async fn fetch_and_decode(
+    client: &mut KubeletClient,
+    labels: &LabelsConfig,
+    max_pod_labels: usize,
+) -> Result<(usize, MetaIndex), FetchError> {
     let body = client.fetch().await?;
     let url = client.url().to_owned();
     let labels = labels.clone();
@@ -328,9 +347,7 @@ pub async fn refresh_once(
         url: url.clone(),
         detail: format!("decode task failed: {e}"),
     })?;
-    let (pods, index) = decoded.map_err(|source| FetchError::Decode { url, source })?;
-    store.publish(index);
-    Ok(pods)
+    decoded.map_err(|source| FetchError::Decode { url, source })
 }
 
 /// `base` ±20 %, from the clock's nanoseconds (no RNG needed for spreading retries).
@@ -384,7 +401,6 @@ pub async fn run(
                     client.forget_token();
                 }
                 tracing::warn!(error = %e, kind = e.kind(), retry_in = ?backoff, "kubelet metadata fetch failed; serving the last good view");
-                store.record_error(e.kind(), e.to_string());
                 failing = true;
                 let wait = jitter(backoff);
                 backoff = (backoff * 2).min(max_backoff);

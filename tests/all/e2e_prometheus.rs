@@ -5,6 +5,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::fake_kubelet::{Behavior, FakeKubelet, TestCert};
 use crate::support::{
     fixtures, free_port, http_get, is_root, skip_unless, start_podstat, unique, wait_for, which,
     CgroupGuard, ChildGuard,
@@ -102,6 +103,25 @@ fn query(prom: &str, q: &str) -> Option<Vec<serde_json::Value>> {
     json["data"]["result"].as_array().cloned()
 }
 
+/// The PodList a kubelet would serve for the test's pods: (uid, pod name, app label,
+/// container name, container ID).
+fn pod_list(pods: &[(&str, &str, &str, &str, &str)]) -> Vec<u8> {
+    let items: Vec<serde_json::Value> = pods
+        .iter()
+        .map(|(uid, name, app, container, id)| {
+            serde_json::json!({
+                "metadata": {"name": name, "namespace": "e2e", "uid": uid, "labels": {"app": app, "pod-template-hash": "abc"}},
+                "spec": {"containers": [{"name": container, "image": format!("example.com/{app}:1")}]},
+                "status": {"phase": "Running", "containerStatuses": [
+                    {"name": container, "containerID": format!("containerd://{id}"), "image": format!("example.com/{app}:1")}
+                ]}
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"kind": "PodList", "apiVersion": "v1", "items": items}))
+        .expect("json")
+}
+
 #[test]
 fn real_prometheus_scrapes_podstat() {
     let Some(prometheus) = which("prometheus") else {
@@ -111,14 +131,17 @@ fn real_prometheus_scrapes_podstat() {
         ));
         return;
     };
-    if skip_unless(is_root(), "root (creates a cgroup with a CPU burner)") {
+    if skip_unless(is_root(), "root (creates cgroups with real processes)") {
         return;
     }
-    // A busy container in a kubelet-shaped cgroup.
+    // Two pods in kubelet-shaped cgroups: one container burning CPU, one sleeping.
     let top = unique("podstat-e2e-");
     let busy_id = "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
-    let rel =
-        format!("{top}/kubepods/besteffort/pod1a2b3c4d-0000-4000-8000-000000000001/{busy_id}");
+    let idle_id = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+    let busy_uid = "1a2b3c4d-0000-4000-8000-000000000001";
+    let idle_uid = "1a2b3c4d-0000-4000-8000-000000000002";
+    let busy_rel = format!("{top}/kubepods/besteffort/pod{busy_uid}/{busy_id}");
+    let idle_rel = format!("{top}/kubepods/besteffort/pod{idle_uid}/{idle_id}");
     let hierarchies: Vec<std::path::PathBuf> = ["cpu", "cpuacct", "memory", "pids"]
         .iter()
         .map(|c| std::path::Path::new("/sys/fs/cgroup").join(c))
@@ -132,11 +155,16 @@ fn real_prometheus_scrapes_podstat() {
     };
     let mut cgroups = CgroupGuard { dirs: Vec::new() };
     for h in &hierarchies {
-        let mut dir = h.clone();
-        for part in rel.split('/') {
-            dir.push(part);
-            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-            cgroups.dirs.push(dir.clone());
+        for rel in [&busy_rel, &idle_rel] {
+            let mut dir = h.clone();
+            for part in rel.split('/') {
+                dir.push(part);
+                if !dir.exists() {
+                    std::fs::create_dir(&dir)
+                        .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                    cgroups.dirs.push(dir.clone());
+                }
+            }
         }
     }
     let busy = ChildGuard(
@@ -145,22 +173,84 @@ fn real_prometheus_scrapes_podstat() {
             .spawn()
             .expect("busy"),
     );
+    let idle = ChildGuard(Command::new("sleep").arg("300").spawn().expect("idle"));
     for h in &hierarchies {
-        std::fs::write(h.join(&rel).join("cgroup.procs"), busy.pid().to_string())
-            .expect("move busy");
+        std::fs::write(
+            h.join(&busy_rel).join("cgroup.procs"),
+            busy.pid().to_string(),
+        )
+        .expect("move busy");
+        std::fs::write(
+            h.join(&idle_rel).join("cgroup.procs"),
+            idle.pid().to_string(),
+        )
+        .expect("move idle");
     }
 
+    // The node's kubelet, serving these two pods over HTTPS.
+    let cert = TestCert::generate();
+    let token = "e2e-token";
+    let kubelet = FakeKubelet::start(
+        &cert,
+        Behavior::ok(
+            pod_list(&[
+                (busy_uid, "busy-pod", "e2e-busy", "burner", busy_id),
+                (idle_uid, "idle-pod", "e2e-idle", "sleeper", idle_id),
+            ]),
+            token,
+        ),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = cert.write_ca(dir.path());
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).expect("token");
+    let podstat_config = |max_series: usize| {
+        let path = dir.path().join(format!("podstat-{max_series}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[kubernetes]\nsource = \"kubelet\"\nkubelet_url = {:?}\ntoken_file = {:?}\nca_file = {:?}\n\
+                 [labels]\npod_labels = [\"app\"]\n[limits]\nmax_series = {max_series}\n",
+                kubelet.url(),
+                token_file,
+                ca
+            ),
+        )
+        .expect("podstat config");
+        path
+    };
     let podstat_addr = format!("127.0.0.1:{}", free_port());
+    let config_full = podstat_config(0);
     let _podstat = start_podstat(
-        &["--listen", &podstat_addr, "--log-level", "warn"],
+        &[
+            "--config",
+            config_full.to_str().expect("utf8"),
+            "--listen",
+            &podstat_addr,
+            "--log-level",
+            "warn",
+        ],
         &podstat_addr,
     );
+    // A second agent with a tiny series budget: its scrapes must still succeed.
+    let tight_addr = format!("127.0.0.1:{}", free_port());
+    let config_tight = podstat_config(40);
+    let _tight = start_podstat(
+        &[
+            "--config",
+            config_tight.to_str().expect("utf8"),
+            "--listen",
+            &tight_addr,
+            "--log-level",
+            "warn",
+        ],
+        &tight_addr,
+    );
 
-    let dir = tempfile::tempdir().expect("tmp");
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
-        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: podstat\n    static_configs:\n      - targets: ['{podstat_addr}']\n"),
+        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: podstat\n    static_configs:\n      - targets: ['{podstat_addr}']\n  - job_name: podstat-tight\n    static_configs:\n      - targets: ['{tight_addr}']\n"),
     )
     .expect("write prometheus.yml");
     let prom_addr = format!("127.0.0.1:{}", free_port());
@@ -177,14 +267,17 @@ fn real_prometheus_scrapes_podstat() {
             .expect("start prometheus"),
     );
 
-    let up = wait_for(Duration::from_secs(60), || {
-        query(&prom_addr, "up{job=\"podstat\"}")
-            .filter(|r| r.first().is_some_and(|s| s["value"][1] == "1"))
-    });
-    assert!(up.is_some(), "Prometheus never saw the podstat target up");
+    for job in ["podstat", "podstat-tight"] {
+        let up = wait_for(Duration::from_secs(60), || {
+            query(&prom_addr, &format!("up{{job=\"{job}\"}}"))
+                .filter(|r| r.first().is_some_and(|s| s["value"][1] == "1"))
+        });
+        assert!(up.is_some(), "Prometheus never saw the {job} target up");
+    }
 
-    let selector =
-        format!("container_cpu_usage_seconds_total{{id=~\".*{busy_id}\",cpu=\"total\"}}");
+    let selector = format!(
+        "container_cpu_usage_seconds_total{{job=\"podstat\",id=~\".*{busy_id}\",cpu=\"total\"}}"
+    );
     // Wait for at least five samples in the window, so the rate is not taken over two.
     let enough = wait_for(Duration::from_secs(60), || {
         let r = query(&prom_addr, &format!("count_over_time({selector}[10s])"))?;
@@ -204,6 +297,38 @@ fn real_prometheus_scrapes_podstat() {
     // One busy loop: about one CPU, less when other tests share this 2-core machine.
     assert!((0.2..=1.3).contains(&rate), "implausible CPU rate {rate}");
 
+    // The kubernetes-mixin shape: one series per running pod of the node, by pod name.
+    let per_pod = query(
+        &prom_addr,
+        "sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{job=\"podstat\",image!=\"\"}[1m]))",
+    )
+    .expect("per-pod query");
+    let mut pods: Vec<(String, String)> = per_pod
+        .iter()
+        .map(|s| {
+            (
+                s["metric"]["namespace"].as_str().unwrap_or("").to_owned(),
+                s["metric"]["pod"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    pods.sort();
+    assert_eq!(
+        pods,
+        vec![
+            ("e2e".to_owned(), "busy-pod".to_owned()),
+            ("e2e".to_owned(), "idle-pod".to_owned())
+        ],
+        "{per_pod:?}"
+    );
+    // An allow-listed pod label is queryable.
+    let labelled = query(
+        &prom_addr,
+        "container_memory_working_set_bytes{job=\"podstat\",label_app=\"e2e-busy\",container=\"burner\"}",
+    )
+    .expect("label query");
+    assert_eq!(labelled.len(), 1, "{labelled:?}");
+
     // Every scrape succeeded and nothing was rejected.
     let samples = query(&prom_addr, "scrape_samples_scraped{job=\"podstat\"}")
         .expect("scrape_samples_scraped");
@@ -212,6 +337,23 @@ fn real_prometheus_scrapes_podstat() {
         .and_then(|s| s["value"][1].as_str()?.parse().ok())
         .expect("samples");
     assert!(n > 50.0, "only {n} samples scraped");
-    drop(busy);
+    // The tight agent: still up, fewer container series, and its dropped counter moved.
+    let dropped = wait_for(Duration::from_secs(10), || {
+        let r = query(
+            &prom_addr,
+            "podstat_series_dropped_total{job=\"podstat-tight\"}",
+        )?;
+        let v: f64 = r.first()?["value"][1].as_str()?.parse().ok()?;
+        (v > 0.0).then_some(v)
+    });
+    assert!(dropped.is_some(), "the budget never dropped anything");
+    let series = query(&prom_addr, "podstat_series{job=\"podstat-tight\"}").expect("series");
+    let v: f64 = series
+        .first()
+        .and_then(|s| s["value"][1].as_str()?.parse().ok())
+        .expect("podstat_series");
+    assert!(v <= 40.0, "budget exceeded: {v}");
+    drop((busy, idle));
+    drop(kubelet);
     drop(cgroups);
 }

@@ -10,7 +10,7 @@ use crate::support::{fixtures, golden_dir, sample_value, skip_unless, which};
 
 /// Copies a fixture tree (without `.gitkeep` markers) and pins every directory's and
 /// `cgroup.procs`' mtime, so `container_start_time_seconds` does not depend on checkout time.
-fn copy_pinned(from: &Path, to: &Path) {
+pub fn copy_pinned(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read fixture dir") {
         let entry = entry.expect("entry");
@@ -29,12 +29,15 @@ fn copy_pinned(from: &Path, to: &Path) {
     }
 }
 
-/// Durations differ between runs; everything else must match byte for byte.
-fn normalise(body: &str) -> String {
+/// Durations and wall-clock times differ between runs; everything else must match byte for
+/// byte.
+pub fn normalise(body: &str) -> String {
     body.lines()
         .map(|l| {
             if l.starts_with("podstat_scrape_duration_seconds")
                 || l.starts_with("podstat_collector_duration_seconds{")
+                || l.starts_with("podstat_metadata_age_seconds ")
+                || l.starts_with("podstat_metadata_last_success_timestamp_seconds ")
             {
                 match l.rsplit_once(' ') {
                     Some((head, _)) => format!("{head} 0"),
@@ -169,7 +172,11 @@ fn golden_files_pass_promtool() {
         assert!(!skip_unless(false, "promtool (Debian package prometheus)"));
         return;
     };
-    for golden in ["v2_systemd_containerd.prom", "v1_cgroupfs.prom"] {
+    for golden in [
+        "v2_systemd_containerd.prom",
+        "v1_cgroupfs.prom",
+        "v2_kubelet_labels.prom",
+    ] {
         let out = std::process::Command::new(&promtool)
             .args(["check", "metrics"])
             .stdin(File::open(golden_dir().join(golden)).expect("golden"))

@@ -5,7 +5,9 @@
 
 mod cli;
 mod e2e_prometheus;
+mod fake_kubelet;
 mod golden;
+mod metadata;
 mod parse_fixtures;
 mod parse_props;
 mod real_cgroup;

@@ -1,0 +1,554 @@
+//! Pod metadata from a real HTTPS kubelet (tests/all/fake_kubelet.rs): the join against the
+//! kubelet's own labels for the same capture, the label shape of real `/metrics/cadvisor`
+//! dumps, every failure mode of the fetch, and the refresh loop (recovery, token rotation,
+//! early fetch for an unknown container).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use podstat::agent::Agent;
+use podstat::config::Config;
+use podstat::meta::kubelet::{refresh_once, FetchError, KubeletClient};
+
+use crate::fake_kubelet::{Behavior, FakeKubelet, TestCert};
+use crate::golden::{copy_pinned, normalise};
+use crate::support::{fixtures, golden_dir, sample_value, wait_for};
+
+const TOKEN: &str = "t0k3n-for-tests";
+const V2_TREE: &str = "cgroup-v2/kubepods-systemd-containerd";
+
+fn pods_json() -> Vec<u8> {
+    std::fs::read(fixtures().join("kubelet/capture-6.18_pods.json")).expect("pods fixture")
+}
+
+/// A copy of the v2 fixture node plus a token file and the kubelet's CA.
+struct Node {
+    _tmp: tempfile::TempDir,
+    cgroup: PathBuf,
+    token: PathBuf,
+    ca: PathBuf,
+}
+
+fn node(cert: &TestCert) -> Node {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cgroup = tmp.path().join("cgroup");
+    copy_pinned(&fixtures().join(V2_TREE), &cgroup);
+    let token = tmp.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
+    let ca = cert.write_ca(tmp.path());
+    Node {
+        _tmp: tmp,
+        cgroup,
+        token,
+        ca,
+    }
+}
+
+fn config(node: &Node, url: &str, extra: &str) -> Config {
+    let toml = format!(
+        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n\
+         [server]\nmin_collect_interval_ms = 0\n\
+         [reader]\nmax_open_files = 64\n\
+         [kubernetes]\nsource = \"kubelet\"\nkubelet_url = {url:?}\ntoken_file = {:?}\nca_file = {:?}\n\
+         connect_timeout = \"1s\"\nrequest_timeout = \"2s\"\n{extra}",
+        node.cgroup,
+        fixtures().join("proc-node"),
+        fixtures().join("sys-node"),
+        node.token,
+        node.ca,
+    );
+    // Later keys of the same table would be duplicates; tests put overrides in `extra` only
+    // for keys not set above, or in tables of their own.
+    podstat::config::parse(&toml, "test").expect("config")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// One fetch into the agent's store, as the loop does it.
+fn fetch(agent: &Agent, config: &Config) -> Result<usize, FetchError> {
+    runtime().block_on(async {
+        let mut client = KubeletClient::new(&config.kubernetes)?;
+        refresh_once(
+            &mut client,
+            agent.meta(),
+            &config.labels,
+            config.limits.max_pod_labels,
+        )
+        .await
+    })
+}
+
+fn scrape(agent: &Agent) -> String {
+    String::from_utf8(agent.scrape().to_vec()).expect("utf8")
+}
+
+/// Label sets of every `container_start_time_seconds` series (one per reported cgroup),
+/// keyed by `id`.
+fn rows(body: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("container_start_time_seconds{") else {
+            continue;
+        };
+        let labels_text = &rest[..rest.rfind('}').expect("closing brace")];
+        let mut labels = BTreeMap::new();
+        for pair in labels_text.split("\",") {
+            let (k, v) = pair.split_once("=\"").expect("k=v");
+            labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+        }
+        out.insert(labels["id"].clone(), labels);
+    }
+    out
+}
+
+#[test]
+fn labels_match_the_kubelets_own_view_of_the_same_node() {
+    let cert = TestCert::generate();
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
+    let node = node(&cert);
+    // The capture's kubelet showed the sandbox as container="POD" with the pause image.
+    let config = config(
+        &node,
+        &kubelet.url(),
+        "sandbox_container = \"POD\"\nsandbox_image = \"registry.k8s.io/pause:3.9\"\n",
+    );
+    let agent = Agent::new(&config).expect("agent");
+    assert_eq!(fetch(&agent, &config).expect("fetch"), 3);
+    assert_eq!(kubelet.authorized.load(Ordering::SeqCst), 1);
+    let body = scrape(&agent);
+    let rows = rows(&body);
+    let oracle = std::fs::read_to_string(fixtures().join("kubelet/capture-6.18_labels.tsv"))
+        .expect("labels.tsv");
+    let mut checked = 0;
+    for line in oracle.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let id = format!("/{}", f[0]);
+        let row = rows
+            .get(&id)
+            .unwrap_or_else(|| panic!("no series for {id}"));
+        for (i, key) in ["container", "image", "name", "namespace", "pod"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(row[*key], f[i + 1], "{key} of {id}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 9, "only {checked} rows in the oracle");
+    // Cgroups outside pods keep empty Kubernetes labels.
+    assert_eq!(rows["/"]["pod"], "");
+    assert_eq!(rows["/kubepods.slice"]["namespace"], "");
+
+    // The same output byte for byte, and valid for promtool.
+    let actual = normalise(&body);
+    let path = golden_dir().join("v2_kubelet_labels.prom");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &actual).expect("write golden");
+    }
+    let expected = std::fs::read_to_string(&path).expect("golden (UPDATE_GOLDEN=1 writes it)");
+    // promtool checks this file in golden::golden_files_pass_promtool.
+    assert!(actual == expected, "output differs from {}", path.display());
+}
+
+/// Label names per family and the kinds of rows (which of container/image/pod are set).
+fn shape(body: &str, family: &str) -> (BTreeSet<String>, BTreeSet<(bool, bool, bool)>) {
+    let mut names = BTreeSet::new();
+    let mut kinds = BTreeSet::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(&format!("{family}{{")) else {
+            continue;
+        };
+        let labels_text = &rest[..rest.rfind('}').expect("brace")];
+        let mut l = BTreeMap::new();
+        for pair in labels_text.split("\",") {
+            let (k, v) = pair.split_once("=\"").expect("k=v");
+            names.insert(k.to_owned());
+            l.insert(k, v.trim_end_matches('"'));
+        }
+        let set = |k: &str| l.get(k).is_some_and(|v| !v.is_empty());
+        kinds.insert((set("container"), set("image"), set("pod")));
+    }
+    (names, kinds)
+}
+
+#[test]
+fn label_names_and_row_kinds_match_a_real_cadvisor_endpoint() {
+    use std::io::Read;
+    let mut real = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(
+            fixtures().join(
+                "kubelet/metrics-cadvisor_k8s-1.35_minikube_containerd_cgroupfs-driver.txt.gz",
+            ),
+        )
+        .expect("real dump"),
+    )
+    .read_to_string(&mut real)
+    .expect("gunzip");
+    let cert = TestCert::generate();
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
+    let node = node(&cert);
+    // containerd's convention (the dump is containerd): sandbox container "" with its image.
+    let config = config(
+        &node,
+        &kubelet.url(),
+        "sandbox_image = \"registry.k8s.io/pause:3.10\"\n",
+    );
+    let agent = Agent::new(&config).expect("agent");
+    fetch(&agent, &config).expect("fetch");
+    let ours = scrape(&agent);
+    for family in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_spec_memory_limit_bytes",
+    ] {
+        let (real_names, real_kinds) = shape(&real, family);
+        let (our_names, our_kinds) = shape(&ours, family);
+        assert!(!real_names.is_empty(), "{family} not in the real dump");
+        assert_eq!(our_names, real_names, "label names of {family}");
+        assert_eq!(our_kinds, real_kinds, "row kinds of {family}");
+    }
+}
+
+#[test]
+fn fetch_failures_are_counted_and_the_last_good_view_is_served() {
+    let cert = TestCert::generate();
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
+    let node = node(&cert);
+    let config = config(&node, &kubelet.url(), "max_response_bytes = 1000000\n");
+    let agent = Agent::new(&config).expect("agent");
+    fetch(&agent, &config).expect("first fetch");
+    let good = rows(&scrape(&agent));
+    let pod_id = "/kubepods.slice/kubepods-pod5cec4eb5_edd9_4831_9ca3_5cfb04fc6d82.slice";
+    assert_eq!(good[pod_id]["pod"], "postgres-ksx-0");
+
+    let truncated = pods_json()[..2000].to_vec();
+    let huge = {
+        let mut v = pods_json();
+        v.resize(1_500_000, b' ');
+        v
+    };
+    type Change = Box<dyn Fn(&mut Behavior)>;
+    let cases: Vec<(&str, Change)> = vec![
+        ("http", Box::new(|b| b.status = 500)),
+        ("http", Box::new(|b| b.token = "someone-else".into())),
+        ("decode", Box::new(move |b| b.body = truncated.clone())),
+        (
+            "decode",
+            Box::new(|b| b.body = b"<html>oops</html>".to_vec()),
+        ),
+        ("too_large", Box::new(move |b| b.body = huge.clone())),
+        ("timeout", Box::new(|b| b.delay = Duration::from_secs(4))),
+    ];
+    for (i, (kind, change)) in cases.into_iter().enumerate() {
+        kubelet.set(|b| {
+            *b = Behavior::ok(pods_json(), TOKEN);
+            change(b);
+        });
+        let err = fetch(&agent, &config).expect_err(kind);
+        assert_eq!(err.kind(), kind, "case {i}: {err}");
+        let body = scrape(&agent);
+        assert_eq!(
+            rows(&body),
+            good,
+            "case {i}: labels changed during an outage"
+        );
+        assert_eq!(
+            sample_value(&body, "podstat_metadata_up", &[]),
+            Some(0.0),
+            "case {i}"
+        );
+        assert!(
+            sample_value(
+                &body,
+                "podstat_metadata_errors_total",
+                &[&format!("kind=\"{kind}\"")]
+            )
+            .is_some_and(|n| n >= 1.0),
+            "case {i}: error not counted"
+        );
+        assert_eq!(
+            sample_value(&body, "container_scrape_error", &[]),
+            Some(0.0)
+        );
+    }
+    let h = agent.meta().health();
+    assert_eq!(h.errors.values().sum::<u64>(), 6);
+    assert!(h.last_error.is_some());
+    // Recovers.
+    kubelet.set(|b| *b = Behavior::ok(pods_json(), TOKEN));
+    fetch(&agent, &config).expect("recovered");
+    let body = scrape(&agent);
+    assert_eq!(sample_value(&body, "podstat_metadata_up", &[]), Some(1.0));
+    assert_eq!(sample_value(&body, "podstat_metadata_pods", &[]), Some(3.0));
+}
+
+#[test]
+fn kubelet_down_at_start_then_up() {
+    let cert = TestCert::generate();
+    let node = node(&cert);
+    // A port nobody listens on (bound once, released).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let config = config(&node, &format!("https://{addr}/pods"), "");
+    let agent = Agent::new(&config).expect("agent");
+    let err = fetch(&agent, &config).expect_err("nobody listening");
+    assert_eq!(err.kind(), "connect", "{err}");
+    let body = scrape(&agent);
+    assert!(
+        body.contains("container_cpu_usage_seconds_total"),
+        "scrape works without metadata"
+    );
+    assert!(!body.contains("namespace=\"frontend\""));
+    let _kubelet = FakeKubelet::start_on(&cert, Behavior::ok(pods_json(), TOKEN), addr);
+    fetch(&agent, &config).expect("kubelet up");
+    assert!(scrape(&agent).contains("namespace=\"frontend\""));
+}
+
+#[test]
+fn certificate_checks_and_the_insecure_opt_in() {
+    let cert = TestCert::generate();
+    let other = TestCert::generate();
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
+    let node = node(&other); // trusts a different CA
+    let config_strict = config(&node, &kubelet.url(), "");
+    let agent = Agent::new(&config_strict).expect("agent");
+    let err = fetch(&agent, &config_strict).expect_err("untrusted certificate");
+    assert_eq!(err.kind(), "connect", "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(kubelet.requests.load(Ordering::SeqCst), 0);
+    let config_insecure = config(&node, &kubelet.url(), "insecure_skip_verify = true\n");
+    fetch(&agent, &config_insecure).expect("insecure accepted");
+}
+
+/// Runs the refresh loop on its own thread until the returned guard is dropped.
+struct Loop {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+fn start_loop(agent: &Agent, config: &Config) -> Loop {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.spawn(podstat::meta::kubelet::run(
+        Arc::clone(agent.meta()),
+        config.kubernetes.clone(),
+        config.labels.clone(),
+        config.limits.max_pod_labels,
+    ));
+    Loop { rt: Some(rt) }
+}
+
+#[test]
+fn rotated_token_is_read_again() {
+    let cert = TestCert::generate();
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
+    let node = node(&cert);
+    let config = config(&node, &kubelet.url(), "refresh_interval = \"200ms\"\n");
+    let agent = Agent::new(&config).expect("agent");
+    let _loop = start_loop(&agent, &config);
+    wait_for(Duration::from_secs(5), || {
+        (kubelet.authorized.load(Ordering::SeqCst) >= 2).then_some(())
+    })
+    .expect("polls with the first token");
+    // Rotate: the kubelet now wants the new token, and the file has it.
+    kubelet.set(|b| b.token = "rotated-token".into());
+    std::fs::write(&node.token, "rotated-token\n").expect("rotate");
+    let before = kubelet.authorized.load(Ordering::SeqCst);
+    wait_for(Duration::from_secs(8), || {
+        (kubelet.authorized.load(Ordering::SeqCst) > before).then_some(())
+    })
+    .expect("the rotated token was never used");
+    assert!(agent
+        .meta()
+        .health()
+        .errors
+        .get("http")
+        .is_some_and(|n| *n >= 1));
+}
+
+#[test]
+fn unknown_container_triggers_one_early_fetch() {
+    let cert = TestCert::generate();
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
+    let node = node(&cert);
+    // A new container cgroup in a known pod, not yet in the pod list.
+    let new_id = "ab".repeat(32);
+    let pod_dir = node
+        .cgroup
+        .join("kubepods.slice/kubepods-pod5cec4eb5_edd9_4831_9ca3_5cfb04fc6d82.slice");
+    let sibling = std::fs::read_dir(&pod_dir)
+        .expect("pod dir")
+        .filter_map(Result::ok)
+        .find(|e| e.path().is_dir())
+        .expect("a container");
+    copy_pinned(
+        &sibling.path(),
+        &pod_dir.join(format!("cri-containerd-{new_id}.scope")),
+    );
+    let config = config(
+        &node,
+        &kubelet.url(),
+        "refresh_interval = \"1h\"\nmin_refresh_interval = \"100ms\"\n",
+    );
+    let agent = Agent::new(&config).expect("agent");
+    let _loop = start_loop(&agent, &config);
+    wait_for(Duration::from_secs(5), || {
+        (agent.meta().health().pods == 3).then_some(())
+    })
+    .expect("first fetch");
+    let fetches = kubelet.authorized.load(Ordering::SeqCst);
+    // The kubelet now lists the container (as it would a few seconds after it started).
+    let mut list: serde_json::Value = serde_json::from_slice(&pods_json()).expect("json");
+    for pod in list["items"].as_array_mut().expect("items") {
+        if pod["metadata"]["uid"] == "5cec4eb5-edd9-4831-9ca3-5cfb04fc6d82" {
+            pod["status"]["containerStatuses"]
+                .as_array_mut()
+                .expect("statuses")
+                .push(serde_json::json!({
+                    "name": "late-sidecar",
+                    "containerID": format!("containerd://{new_id}"),
+                    "image": "example.com/sidecar:1",
+                }));
+        }
+    }
+    kubelet.set(|b| b.body = serde_json::to_vec(&list).expect("json"));
+    let id_label = format!("cri-containerd-{new_id}.scope\"");
+    let first = scrape(&agent);
+    let row = first
+        .lines()
+        .find(|l| l.starts_with("container_start_time_seconds{") && l.contains(&id_label))
+        .expect("new container reported")
+        .to_owned();
+    assert!(
+        row.contains("pod=\"postgres-ksx-0\""),
+        "pod known from the path: {row}"
+    );
+    assert!(row.contains("container=\"\""), "{row}");
+    let named = wait_for(Duration::from_secs(5), || {
+        let body = scrape(&agent);
+        body.lines()
+            .any(|l| l.contains(&id_label) && l.contains("container=\"late-sidecar\""))
+            .then_some(())
+    });
+    assert!(named.is_some(), "the early fetch never happened");
+    // One early fetch for the new cgroup (the sandboxes asked once too, at the first scrape),
+    // not one per scrape.
+    let after = kubelet.authorized.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        scrape(&agent);
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(after > fetches);
+    assert_eq!(
+        kubelet.authorized.load(Ordering::SeqCst),
+        after,
+        "scrapes kept asking"
+    );
+}
+
+#[test]
+fn allowlisted_pod_labels_filters_and_the_series_budget() {
+    let cert = TestCert::generate();
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
+    let node = node(&cert);
+    let policy = "\n[labels]\npod_labels = [\"app\", \"app.kubernetes.io/*\"]\n\
+                  [filters]\nnamespaces_exclude = [\"checkout\"]\n\
+                  drop_metrics = [\"container_memory_failures_total\", \"machine_swap_bytes\"]\n";
+    let unlimited = config(
+        &node,
+        &kubelet.url(),
+        &format!("{policy}[limits]\nmax_series = 0\n"),
+    );
+    let agent = Agent::new(&unlimited).expect("agent");
+    fetch(&agent, &unlimited).expect("fetch");
+    let body = scrape(&agent);
+    let all_rows = rows(&body);
+    let api = all_rows
+        .values()
+        .find(|r| r["container"] == "api" && r["pod"] == "api-kkg-f46wdxrcbd-92zpx")
+        .expect("api container");
+    assert_eq!(api["label_app"], "api-kkg");
+    assert!(api.contains_key("label_app_kubernetes_io_name"), "{api:?}");
+    assert!(!api.contains_key("label_team"), "not allow-listed");
+    assert!(
+        !body.contains("namespace=\"checkout\""),
+        "excluded namespace reported"
+    );
+    assert!(sample_value(&body, "podstat_cgroups_filtered", &[]).is_some_and(|n| n >= 4.0));
+    assert!(!body.contains("container_memory_failures_total"));
+    assert!(!body.contains("machine_swap_bytes"));
+    let total = sample_value(&body, "podstat_series", &[]).expect("series");
+    let container_lines = body
+        .lines()
+        .filter(|l| l.starts_with("container_") && !l.starts_with("container_scrape_error"))
+        .count();
+    assert_eq!(
+        total as usize, container_lines,
+        "podstat_series counts what is written"
+    );
+
+    // A budget one series short: whole cgroups go, newest first; root and QoS rows stay
+    // (they are dropped last).
+    let tight = config(
+        &node,
+        &kubelet.url(),
+        &format!(
+            "{policy}[limits]\nmax_series = {}\nmax_label_value_length = 12\n",
+            total as usize - 1
+        ),
+    );
+    let agent = Agent::new(&tight).expect("agent");
+    fetch(&agent, &tight).expect("fetch");
+    let first = scrape(&agent);
+    let second = scrape(&agent);
+    let kept = |b: &str| rows(b).keys().cloned().collect::<BTreeSet<String>>();
+    assert_eq!(
+        kept(&first),
+        kept(&second),
+        "the budget drops the same cgroups every time"
+    );
+    assert!(sample_value(&first, "podstat_series", &[]).is_some_and(|n| n < total));
+    assert!(sample_value(&second, "podstat_series_dropped_total", &[]).is_some_and(|n| n >= 2.0));
+    assert!(sample_value(&first, "podstat_cgroups_dropped", &[]).is_some_and(|n| n >= 1.0));
+    for must in [
+        "/",
+        "/kubepods.slice",
+        "/kubepods.slice/kubepods-burstable.slice",
+    ] {
+        assert!(kept(&first).contains(must), "{must} dropped");
+    }
+    // Long values were cut and counted.
+    assert!(
+        sample_value(&first, "podstat_label_values_truncated_total", &[]).is_some_and(|n| n > 0.0)
+    );
+    for r in rows(&first).values() {
+        for (k, v) in r {
+            if k != "id" && k != "name" {
+                assert!(v.len() <= 12, "{k}={v}");
+            }
+        }
+    }
+}

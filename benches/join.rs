@@ -74,7 +74,8 @@ fn pod_list() -> Vec<u8> {
             })
         })
         .collect();
-    serde_json::to_vec(&serde_json::json!({"kind": "PodList", "apiVersion": "v1", "items": items})).expect("json")
+    serde_json::to_vec(&serde_json::json!({"kind": "PodList", "apiVersion": "v1", "items": items}))
+        .expect("json")
 }
 
 fn targets() -> Vec<Arc<Target>> {
@@ -101,11 +102,8 @@ fn targets() -> Vec<Arc<Target>> {
 
 fn join(c: &mut Criterion) {
     let body = pod_list();
-    let config = podstat::config::parse(
-        "[labels]\npod_labels = [\"app\", \"team\"]\n",
-        "bench",
-    )
-    .expect("config");
+    let config = podstat::config::parse("[labels]\npod_labels = [\"app\", \"team\"]\n", "bench")
+        .expect("config");
     let policy = JoinPolicy::new(&config.kubernetes, config.limits.max_label_value_length);
 
     let live0 = LIVE.load(Ordering::Relaxed);

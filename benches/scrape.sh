@@ -6,8 +6,10 @@
 # includes ~4.5 KiB per kept descriptor), the descriptors kept, and the floor reader's cost
 # over the same cgroups.
 # Usage: benches/scrape.sh [N ...]   (default: 100 500 1000). PODSTAT_CONFIG=file passes a
-# config (e.g. `[reader] max_open_files = 0`). Cleans up by PID and by its own unique
-# top-level cgroup name.
+# config (e.g. `[reader] max_open_files = 0`). PODSTAT_KUBELET=1 also runs a loopback HTTPS
+# kubelet (benches/fake_kubelet.py) listing the bench's pods and points podstat at it, to
+# measure the cost of the metadata join. Cleans up by PID and by its own unique top-level
+# cgroup name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
@@ -39,7 +41,17 @@ for N in "${SIZES[@]}"; do
       mkdir -p "$c/$TOP/kubepods/burstable/$pod/$(printf '%064x' $i)"
     done
   done
-  (echo "$BASHPID" > "$MEMCG/cgroup.procs"; exec ./target/release/podstat ${PODSTAT_CONFIG:+--config "$PODSTAT_CONFIG"} --listen 127.0.0.1:$PORT --log-level warn) & PS=$!; PIDS+=($PS)
+  CONF="${PODSTAT_CONFIG:-}"
+  if [ -n "${PODSTAT_KUBELET:-}" ]; then
+    KD=$(mktemp -d); KPORT=$((PORT + 1))
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+      -keyout "$KD/key.pem" -out "$KD/cert.pem" 2>/dev/null
+    echo bench-token > "$KD/token"
+    python3 benches/fake_kubelet.py $KPORT "$KD/cert.pem" "$KD/key.pem" bench-token "$N" & PIDS+=($!)
+    { [ -n "$CONF" ] && cat "$CONF"; printf '[kubernetes]\nsource = "kubelet"\nkubelet_url = "https://127.0.0.1:%s/pods"\ntoken_file = "%s"\nca_file = "%s"\n' $KPORT "$KD/token" "$KD/cert.pem"; } > "$KD/podstat.toml"
+    CONF="$KD/podstat.toml"; sleep 1
+  fi
+  (echo "$BASHPID" > "$MEMCG/cgroup.procs"; exec ./target/release/podstat ${CONF:+--config "$CONF"} --listen 127.0.0.1:$PORT --log-level warn) & PS=$!; PIDS+=($PS)
   for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:$PORT/healthz && break; sleep 0.1; done
   sleep 1; curl -s -o /dev/null http://127.0.0.1:$PORT/metrics
   T0=$(awk '{print $14+$15}' /proc/$PS/stat)
@@ -57,7 +69,9 @@ for N in "${SIZES[@]}"; do
   CG=$(echo "$SELF" | awk -F'[{} ]' '/^podstat_containers_discovered/{s+=$NF} END{print s}')
   KEPT=$(echo "$SELF" | awk '/^podstat_kept_descriptors /{print $2}')
   MEM=$(cat "$MEMCG/$CHARGE")
+  JOINED=$(curl -s http://127.0.0.1:$PORT/metrics | grep '^container_cpu_usage_seconds_total{' | grep -vc 'image=""' || true)
   kill $PS; wait $PS 2>/dev/null || true
+  [ -n "${PODSTAT_KUBELET:-}" ] && { kill "${PIDS[-2]}" 2>/dev/null || true; }
   SORTED=($(printf '%s\n' "${LAT[@]}" | sort -n))
   P50=${SORTED[$((K / 2))]}; P99=${SORTED[$((K - 1))]}
   FL=$("$FLOOR" /sys/fs/cgroup 10 | sed -E 's/.*close ([0-9.]+) ms.*pread ([0-9.]+) ms.*/\1 \/ \2/')
@@ -67,5 +81,6 @@ for N in "${SIZES[@]}"; do
     "$((PLAIN / 1024))" "$((GZ / 1024))" "$(echo "$RSS / 1024" | bc -l | xargs printf '%.1f')" \
     "$(echo "$MEM / 1048576" | bc -l | xargs printf '%.1f')" "$KEPT" "$FL"
   [ "$IDLE0" != "$IDLE1" ] && echo "  note: $((IDLE1 - IDLE0)) ticks of CPU while idle"
+  [ -n "${PODSTAT_KUBELET:-}" ] && echo "  containers labelled from the kubelet (image!=\"\"): $JOINED"
   for c in "${CTRLS[@]}"; do find "$c/$TOP" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
 done

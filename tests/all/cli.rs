@@ -100,3 +100,60 @@ fn readme_metric_table_is_generated_from_code() {
         "README metric list is stale: run `podstat metrics-table`"
     );
 }
+
+#[test]
+fn cardinality_report_of_a_one_shot_collection() {
+    let root = fixtures().join("cgroup-v2/kubepods-systemd-containerd");
+    let proc_root = fixtures().join("proc-node");
+    let sys_root = fixtures().join("sys-node");
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "--cgroup-root".into(),
+            root.display().to_string(),
+            "--proc-root".into(),
+            proc_root.display().to_string(),
+            "--sys-root".into(),
+            sys_root.display().to_string(),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        podstat(&refs)
+    };
+    let out = run(args(&["cardinality", "--top", "3"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // The report's total equals the samples `once` prints.
+    let once = run(args(&["once"]));
+    let samples = String::from_utf8_lossy(&once.stdout)
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    assert!(
+        text.starts_with(&format!(
+            "# podstat cardinality report: {samples} series in "
+        )),
+        "{text}"
+    );
+    assert!(text.contains("container_memory_failures_total"), "{text}");
+    let family_rows = text
+        .split("# labels by distinct values")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .count();
+    assert_eq!(family_rows, 3, "--top 3: {text}");
+    // An unreachable agent is an error, not an empty report.
+    let out = podstat(&["cardinality", "--url", "http://127.0.0.1:1/metrics"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}

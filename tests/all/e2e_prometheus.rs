@@ -45,6 +45,14 @@ fn endpoints_health_gzip_and_content_type() {
         let (status, _, _) = http_get(&addr, path, "").expect(path);
         assert!(status.contains(" 200 "), "{path}: {status}");
     }
+    assert_eq!(json["components"]["metadata"]["status"], "disabled");
+    let (status, _, report) = http_get(&addr, "/cardinality?top=2", "").expect("cardinality");
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(
+        String::from_utf8_lossy(&report).starts_with("# podstat cardinality report: "),
+        "{}",
+        String::from_utf8_lossy(&report)
+    );
     let (status, _, _) = http_get(&addr, "/nope", "").expect("404");
     assert!(status.contains(" 404 "));
 

@@ -192,3 +192,60 @@ impl MetaStore {
             .clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podlist::ContainerInfo;
+
+    fn pod(uid: &str, name: &str, annotations: &[(&str, &str)]) -> PodInfo {
+        PodInfo {
+            uid: uid.into(),
+            name: name.into(),
+            namespace: "kube-system".into(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            containers: vec![ContainerInfo {
+                id: format!("{name}-id"),
+                name: "c".into(),
+                image: "i".into(),
+            }],
+            ..PodInfo::default()
+        }
+    }
+
+    #[test]
+    fn static_pods_are_found_by_the_cgroup_hash_too() {
+        let labels = crate::config::default_config().expect("config").labels;
+        // As the API server shows a static pod: the mirror pod's UID plus the hash annotation.
+        let mirror = pod(
+            "9d2f0c1a-1111-4222-8333-444455556666",
+            "etcd-node1",
+            &[(MIRROR_ANNOTATION, "eaf7d48161d81d9c3359e1c008571fd6")],
+        );
+        let index = MetaIndex::build(&[mirror], &labels, 16);
+        assert_eq!(
+            index.pod("eaf7d48161d81d9c3359e1c008571fd6").map(|p| p.name.as_str()),
+            Some("etcd-node1")
+        );
+        assert!(index.pod("9d2f0c1a-1111-4222-8333-444455556666").is_some());
+        assert_eq!(index.pod_count(), 1);
+        assert_eq!(index.container("etcd-node1-id").map(|c| c.name.as_str()), Some("c"));
+    }
+
+    #[test]
+    fn unchanged_lists_keep_the_generation() {
+        let labels = crate::config::default_config().expect("config").labels;
+        let store = MetaStore::new("kubelet");
+        let pods = [pod("u1", "a", &[])];
+        store.publish(MetaIndex::build(&pods, &labels, 16));
+        let g1 = store.current().generation;
+        store.publish(MetaIndex::build(&pods, &labels, 16));
+        assert_eq!(store.current().generation, g1, "same content, same generation");
+        store.publish(MetaIndex::build(&[pod("u1", "b", &[])], &labels, 16));
+        assert_eq!(store.current().generation, g1 + 1);
+        assert_eq!(store.health().fetches, 3);
+    }
+}

@@ -552,3 +552,104 @@ fn allowlisted_pod_labels_filters_and_the_series_budget() {
         }
     }
 }
+
+fn real_pod_list(name: &str) -> Vec<podstat::meta::podlist::PodInfo> {
+    let bytes = std::fs::read(fixtures().join("kubelet").join(name)).expect("fixture");
+    podstat::meta::podlist::parse_pod_list(&bytes).expect(name)
+}
+
+#[test]
+fn real_pod_lists_decode() {
+    // (file, pods, container instances: current IDs plus previous instances' IDs)
+    for (file, pods, instances) in [
+        (
+            "podlist_k8s-1.18_minikube_docker_systemd-driver.json",
+            16,
+            16,
+        ),
+        (
+            "podlist_k8s-1.27_kind_containerd_systemd-driver_init-containers.json",
+            30,
+            36,
+        ),
+        (
+            "podlist_k8s-1.35_minikube_containerd_cgroupfs-driver.json",
+            24,
+            25,
+        ),
+        ("podlist_null-and-empty-items.json", 1, 1),
+        ("podlist_empty.json", 0, 0),
+    ] {
+        let list = real_pod_list(file);
+        assert_eq!(list.len(), pods, "{file}");
+        let n: usize = list.iter().map(|p| p.containers.len()).sum();
+        assert_eq!(n, instances, "{file}");
+        for p in &list {
+            for c in &p.containers {
+                assert_eq!(c.id.len(), 64, "{file}: {} has a bad ID {:?}", p.name, c.id);
+                assert!(!c.name.is_empty() && !c.image.is_empty(), "{file}: {c:?}");
+            }
+        }
+    }
+    // The init container of the kind capture is joined by its ID like any other.
+    let kind =
+        real_pod_list("podlist_k8s-1.27_kind_containerd_systemd-driver_init-containers.json");
+    assert!(kind.iter().any(|p| p.containers.len() >= 2));
+}
+
+/// The join against a real node: every row of the kubelet's own `/metrics/cadvisor` for the
+/// 1.35 capture, looked up by the IDs in its `id` label, must get the same container, pod and
+/// namespace from podstat's index of the same node's `/pods`.
+#[test]
+fn join_agrees_with_the_real_kubelet_for_every_row() {
+    use std::io::Read;
+    let list = real_pod_list("podlist_k8s-1.35_minikube_containerd_cgroupfs-driver.json");
+    let config = podstat::config::default_config().expect("config");
+    let index = podstat::meta::MetaIndex::build(&list, &config.labels, 16);
+    let mut real = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(
+            fixtures().join(
+                "kubelet/metrics-cadvisor_k8s-1.35_minikube_containerd_cgroupfs-driver.txt.gz",
+            ),
+        )
+        .expect("dump"),
+    )
+    .read_to_string(&mut real)
+    .expect("gunzip");
+    let (mut containers, mut pods) = (0, 0);
+    for line in real
+        .lines()
+        .filter(|l| l.starts_with("container_start_time_seconds{"))
+    {
+        let text = &line[line.find('{').expect("{") + 1..line.rfind('}').expect("}")];
+        let mut l = BTreeMap::new();
+        for pair in text.split("\",") {
+            let (k, v) = pair.split_once("=\"").expect("k=v");
+            l.insert(k, v.trim_end_matches('"'));
+        }
+        let id = l["id"];
+        let last = id.rsplit('/').next().unwrap_or("");
+        if !l["container"].is_empty() {
+            let c = index
+                .container(last)
+                .unwrap_or_else(|| panic!("{id}: container not in the pod list"));
+            assert_eq!(c.name, l["container"], "{id}");
+            assert_eq!(c.pod.name, l["pod"], "{id}");
+            assert_eq!(c.pod.namespace, l["namespace"], "{id}");
+            containers += 1;
+        } else if !l["pod"].is_empty() && l["image"].is_empty() {
+            let uid = last.strip_prefix("pod").expect("pod cgroup");
+            let p = index
+                .pod(uid)
+                .unwrap_or_else(|| panic!("{id}: pod not in the pod list"));
+            assert_eq!(p.name, l["pod"], "{id}");
+            assert_eq!(p.namespace, l["namespace"], "{id}");
+            pods += 1;
+        }
+    }
+    assert!(
+        containers >= 10 && pods >= 10,
+        "{containers} containers, {pods} pods checked"
+    );
+}

@@ -146,5 +146,30 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode);
+/// gzip level 1 of the 1000-container body, as `/metrics` does once per collection.
+fn gzip(c: &mut Criterion) {
+    use std::io::Write;
+    let data = samples(1000);
+    let mut enc = Encoder::default();
+    encode_containers(&mut enc, &data);
+    let body = enc.buf;
+    let mut compressed = 0;
+    c.bench_function("gzip_level1_1000_containers", |b| {
+        b.iter(|| {
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 16),
+                flate2::Compression::fast(),
+            );
+            let _ = gz.write_all(&body);
+            compressed = gz.finish().map(|v| v.len()).unwrap_or(0);
+        })
+    });
+    println!(
+        "gzip: {} KiB -> {} KiB",
+        body.len() / 1024,
+        compressed / 1024
+    );
+}
+
+criterion_group!(benches, encode, gzip);
 criterion_main!(benches);

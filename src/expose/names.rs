@@ -348,9 +348,17 @@ pub struct FamilyCursor {
 
 /// Encodes every container family, each contiguous, skipping families with no sample.
 pub fn encode_containers(enc: &mut Encoder, samples: &[ContainerSample]) {
-    let all = vec![true; CONTAINER_FAMILIES.len()];
-    encode_containers_until(enc, samples, &all, &mut FamilyCursor::default(), usize::MAX);
+    encode_containers_until(
+        enc,
+        samples,
+        &ALL_FAMILIES,
+        &mut FamilyCursor::default(),
+        usize::MAX,
+    );
 }
+
+/// Every family on (no `drop_metrics`).
+pub static ALL_FAMILIES: [bool; CONTAINER_FAMILIES.len()] = [true; CONTAINER_FAMILIES.len()];
 
 /// Encodes from `cursor` on and stops once the buffer holds `limit` bytes, at a sample
 /// boundary. Returns true when every family is written. A family's header is only left in

@@ -227,12 +227,17 @@ mod tests {
         );
         let index = MetaIndex::build(&[mirror], &labels, 16);
         assert_eq!(
-            index.pod("eaf7d48161d81d9c3359e1c008571fd6").map(|p| p.name.as_str()),
+            index
+                .pod("eaf7d48161d81d9c3359e1c008571fd6")
+                .map(|p| p.name.as_str()),
             Some("etcd-node1")
         );
         assert!(index.pod("9d2f0c1a-1111-4222-8333-444455556666").is_some());
         assert_eq!(index.pod_count(), 1);
-        assert_eq!(index.container("etcd-node1-id").map(|c| c.name.as_str()), Some("c"));
+        assert_eq!(
+            index.container("etcd-node1-id").map(|c| c.name.as_str()),
+            Some("c")
+        );
     }
 
     #[test]
@@ -243,7 +248,11 @@ mod tests {
         store.publish(MetaIndex::build(&pods, &labels, 16));
         let g1 = store.current().generation;
         store.publish(MetaIndex::build(&pods, &labels, 16));
-        assert_eq!(store.current().generation, g1, "same content, same generation");
+        assert_eq!(
+            store.current().generation,
+            g1,
+            "same content, same generation"
+        );
         store.publish(MetaIndex::build(&[pod("u1", "b", &[])], &labels, 16));
         assert_eq!(store.current().generation, g1 + 1);
         assert_eq!(store.health().fetches, 3);

@@ -209,6 +209,7 @@ impl Agent {
         let source = match config.kubernetes.source {
             MetadataSource::None => "none",
             MetadataSource::Kubelet => "kubelet",
+            MetadataSource::ApiServer => "apiserver",
         };
         Ok(Agent {
             meta: Arc::new(MetaStore::new(source)),

@@ -43,6 +43,8 @@ pub struct Config {
 pub enum MetadataSource {
     None,
     Kubelet,
+    /// Only in builds with `--features apiserver`.
+    ApiServer,
 }
 
 impl<'de> Deserialize<'de> for MetadataSource {
@@ -50,8 +52,9 @@ impl<'de> Deserialize<'de> for MetadataSource {
         match String::deserialize(d)?.as_str() {
             "none" => Ok(MetadataSource::None),
             "kubelet" => Ok(MetadataSource::Kubelet),
+            "apiserver" if cfg!(feature = "apiserver") => Ok(MetadataSource::ApiServer),
             "apiserver" => Err(serde::de::Error::custom(
-                "source \"apiserver\" is not available in this build yet; use \"kubelet\"",
+                "source \"apiserver\" is not available in this build (build with --features apiserver); use \"kubelet\"",
             )),
             other => Err(serde::de::Error::custom(format!(
                 "unknown source {other:?}: expected \"none\", \"kubelet\" or \"apiserver\""
@@ -98,6 +101,8 @@ pub struct KubernetesConfig {
     pub node_name: String,
     #[serde(default = "defaults::kubelet_url")]
     pub kubelet_url: String,
+    #[serde(default = "defaults::apiserver_url")]
+    pub apiserver_url: String,
     #[serde(default = "defaults::token_file")]
     pub token_file: PathBuf,
     #[serde(default = "defaults::ca_file")]
@@ -430,6 +435,7 @@ defaults! {
     source: MetadataSource = kubernetes.source;
     node_name: String = kubernetes.node_name;
     kubelet_url: String = kubernetes.kubelet_url;
+    apiserver_url: String = kubernetes.apiserver_url;
     token_file: PathBuf = kubernetes.token_file;
     ca_file: PathBuf = kubernetes.ca_file;
     insecure_skip_verify: bool = kubernetes.insecure_skip_verify;
@@ -530,10 +536,16 @@ mod tests {
             .expect_err("bad duration")
             .to_string();
         assert!(err.starts_with("t.toml:2:20: bad duration"), "{err}");
-        let err = parse("[kubernetes]\nsource = \"apiserver\"\n", "t.toml")
-            .expect_err("not built")
-            .to_string();
-        assert!(err.contains("not available in this build"), "{err}");
+        let apiserver = parse("[kubernetes]\nsource = \"apiserver\"\n", "t.toml");
+        if cfg!(feature = "apiserver") {
+            assert_eq!(
+                apiserver.expect("built in").kubernetes.source,
+                MetadataSource::ApiServer
+            );
+        } else {
+            let err = apiserver.expect_err("not built").to_string();
+            assert!(err.contains("not available in this build"), "{err}");
+        }
         let c = parse("[kubernetes]\nsource = \"kubelet\"\n[labels]\npod_labels = [\"app.kubernetes.io/*\"]\n", "t.toml")
             .expect("kubelet");
         assert_eq!(c.kubernetes.source, MetadataSource::Kubelet);

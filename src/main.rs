@@ -82,11 +82,19 @@ fn main() -> ExitCode {
             }
         };
     }
-    if config.kubernetes.source == MetadataSource::Kubelet {
-        if let Err(e) = podstat::meta::kubelet::kubelet_url(&config.kubernetes) {
-            eprintln!("podstat: invalid config: {e}");
-            return ExitCode::from(2);
+    let source_check = match config.kubernetes.source {
+        MetadataSource::Kubelet => {
+            podstat::meta::kubelet::kubelet_url(&config.kubernetes).map(|_| ())
         }
+        #[cfg(feature = "apiserver")]
+        MetadataSource::ApiServer => {
+            podstat::meta::apiserver::node_name(&config.kubernetes).map(|_| ())
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = source_check {
+        eprintln!("podstat: invalid config: {e}");
+        return ExitCode::from(2);
     }
     let agent = match Agent::new(&config) {
         Ok(a) => Arc::new(a),
@@ -104,7 +112,7 @@ fn main() -> ExitCode {
         Some(Command::Once | Command::Cardinality { .. })
     ) {
         // One collection: fetch the pod metadata first so the labels are filled.
-        if config.kubernetes.source == MetadataSource::Kubelet {
+        if config.kubernetes.source != MetadataSource::None {
             if let Err(e) = fetch_metadata_once(&agent, &config) {
                 tracing::warn!(error = %e, "no pod metadata; labels stay empty");
             }
@@ -157,6 +165,30 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn fetch_metadata_once(agent: &Agent, config: &Config) -> anyhow::Result<()> {
     let runtime = small_runtime()?;
+    #[cfg(feature = "apiserver")]
+    if config.kubernetes.source == MetadataSource::ApiServer {
+        // Run the watch until its first list is in, bounded by the request timeout.
+        let watch = podstat::meta::apiserver::run(
+            Arc::clone(agent.meta()),
+            config.kubernetes.clone(),
+            config.labels.clone(),
+            config.limits.max_pod_labels,
+        );
+        let meta = Arc::clone(agent.meta());
+        return runtime.block_on(async move {
+            let listed = async {
+                while meta.health().last_success.is_none() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            tokio::select! {
+                () = watch => anyhow::bail!("the pod watch ended"),
+                r = tokio::time::timeout(config.kubernetes.request_timeout.0, listed) => {
+                    r.map_err(|_| anyhow::anyhow!("no pod list from the API server in time"))
+                }
+            }
+        });
+    }
     runtime.block_on(async {
         let mut client = podstat::meta::kubelet::KubeletClient::new(&config.kubernetes)?;
         podstat::meta::kubelet::refresh_once(
@@ -202,13 +234,27 @@ fn serve(agent: Arc<Agent>, config: &Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         tracing::info!(listen = %listener.local_addr()?, "serving /metrics");
-        if config.kubernetes.source == MetadataSource::Kubelet {
-            tokio::spawn(podstat::meta::kubelet::run(
-                Arc::clone(agent.meta()),
-                config.kubernetes.clone(),
-                config.labels.clone(),
-                config.limits.max_pod_labels,
-            ));
+        match config.kubernetes.source {
+            MetadataSource::None => {}
+            MetadataSource::Kubelet => {
+                tokio::spawn(podstat::meta::kubelet::run(
+                    Arc::clone(agent.meta()),
+                    config.kubernetes.clone(),
+                    config.labels.clone(),
+                    config.limits.max_pod_labels,
+                ));
+            }
+            #[cfg(feature = "apiserver")]
+            MetadataSource::ApiServer => {
+                tokio::spawn(podstat::meta::apiserver::run(
+                    Arc::clone(agent.meta()),
+                    config.kubernetes.clone(),
+                    config.labels.clone(),
+                    config.limits.max_pod_labels,
+                ));
+            }
+            #[cfg(not(feature = "apiserver"))]
+            MetadataSource::ApiServer => {}
         }
         // First discovery right away, so /readyz turns ready without waiting for a scrape.
         let warm = Arc::clone(&agent);

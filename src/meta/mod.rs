@@ -6,6 +6,8 @@
 //! blocks a scrape: the last good index stays in place and the store's health says how old it
 //! is and what went wrong.
 
+#[cfg(feature = "apiserver")]
+pub mod apiserver;
 pub mod join;
 pub mod kubelet;
 pub mod labels;
@@ -113,7 +115,7 @@ impl MetaIndex {
 /// Health of the metadata source, for `/readyz`, logs and `podstat_metadata_*`.
 #[derive(Debug, Clone, Default)]
 pub struct MetaHealth {
-    /// "none" or "kubelet".
+    /// "none", "kubelet" or "apiserver".
     pub source: &'static str,
     pub last_success: Option<(Instant, SystemTime)>,
     pub last_error: Option<String>,

@@ -5,6 +5,8 @@
 
 mod cli;
 mod e2e_prometheus;
+#[cfg(feature = "apiserver")]
+mod fake_apiserver;
 mod fake_kubelet;
 mod golden;
 mod metadata;

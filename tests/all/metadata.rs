@@ -653,3 +653,114 @@ fn join_agrees_with_the_real_kubelet_for_every_row() {
         "{containers} containers, {pods} pods checked"
     );
 }
+
+/// The API-server source against a real HTTP server speaking list + watch: one LIST, changes
+/// by WATCH, a dropped watch resumed from its resourceVersion without a LIST, a `410 Gone`
+/// answered with one re-LIST.
+#[cfg(feature = "apiserver")]
+#[test]
+fn apiserver_watch_lists_once_resumes_and_relists_on_gone() {
+    use crate::fake_apiserver::FakeApiServer;
+    let list: serde_json::Value = serde_json::from_slice(&pods_json()).expect("json");
+    let mut pods = list["items"].as_array().expect("items").clone();
+    for p in &mut pods {
+        p["metadata"]["resourceVersion"] = "100".into();
+    }
+    let postgres = pods
+        .iter()
+        .find(|p| p["metadata"]["name"] == "postgres-ksx-0")
+        .cloned()
+        .expect("postgres pod");
+    let server = FakeApiServer::start(pods);
+    let cert = TestCert::generate();
+    let node = node(&cert);
+    // As a projected service-account token is written: no trailing newline, so kube reads
+    // (and re-reads) the file itself.
+    std::fs::write(&node.token, TOKEN).expect("token");
+    let toml = format!(
+        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n[server]\nmin_collect_interval_ms = 0\n\
+         [kubernetes]\nsource = \"apiserver\"\napiserver_url = {:?}\nnode_name = \"node1\"\ntoken_file = {:?}\n",
+        node.cgroup,
+        fixtures().join("proc-node"),
+        fixtures().join("sys-node"),
+        server.url(),
+        node.token,
+    );
+    let config = podstat::config::parse(&toml, "test").expect("config");
+    let agent = Agent::new(&config).expect("agent");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.spawn(podstat::meta::apiserver::run(
+        Arc::clone(agent.meta()),
+        config.kubernetes.clone(),
+        config.labels.clone(),
+        config.limits.max_pod_labels,
+    ));
+    let state =
+        |f: &dyn Fn(&crate::fake_apiserver::State) -> bool| f(&server.state.lock().expect("state"));
+    if wait_for(Duration::from_secs(10), || {
+        (agent.meta().health().pods == 3).then_some(())
+    })
+    .is_none()
+    {
+        let s = server.state.lock().expect("state");
+        panic!(
+            "no first list: {:?}; server saw {} lists, {} watches",
+            agent.meta().health().last_error,
+            s.lists,
+            s.watches
+        );
+    }
+    assert!(scrape(&agent).contains("namespace=\"checkout\",pod=\"postgres-ksx-0\""));
+    assert!(state(
+        &|s| s.lists == 1 && s.tokens.iter().all(|t| t == &format!("Bearer {TOKEN}"))
+    ));
+    wait_for(Duration::from_secs(5), || {
+        state(&|s| s.watches == 1).then_some(())
+    })
+    .expect("watch opened");
+
+    // A change arrives by watch, not by listing again.
+    server.event("DELETED", postgres.clone());
+    wait_for(Duration::from_secs(5), || {
+        (agent.meta().health().pods == 2).then_some(())
+    })
+    .expect("deletion applied");
+    assert!(!scrape(&agent).contains("pod=\"postgres-ksx-0\""));
+    assert!(state(&|s| s.lists == 1));
+
+    // The watch drops: resumed from the last resourceVersion, no LIST.
+    server.drop_watches();
+    wait_for(Duration::from_secs(10), || {
+        state(&|s| s.watches == 2).then_some(())
+    })
+    .expect("watch resumed");
+    assert!(
+        state(&|s| s.lists == 1 && s.watch_from[1] == "101"),
+        "resumed from 101"
+    );
+    server.event("ADDED", postgres);
+    wait_for(Duration::from_secs(5), || {
+        (agent.meta().health().pods == 3).then_some(())
+    })
+    .expect("re-added over the resumed watch");
+
+    // 410 Gone: exactly one re-list, and the view stays right.
+    server.state.lock().expect("state").gone = true;
+    server.drop_watches();
+    wait_for(Duration::from_secs(15), || {
+        state(&|s| s.lists == 2).then_some(())
+    })
+    .expect("re-list after 410");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(agent.meta().health().pods, 3);
+    assert!(
+        state(&|s| s.lists == 2),
+        "listed more than once after the 410"
+    );
+    assert!(scrape(&agent).contains("pod=\"postgres-ksx-0\""));
+    rt.shutdown_timeout(Duration::from_secs(1));
+}

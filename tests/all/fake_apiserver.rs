@@ -44,30 +44,16 @@ impl FakeApiServer {
             resource_version: 100,
             ..State::default()
         }));
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = Arc::clone(&state);
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                loop {
-                    let (tcp, _) = tokio::select! {
-                        a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                        _ = &mut stopped => break,
-                    };
-                    let state = Arc::clone(&shared);
-                    tokio::spawn(async move {
-                        let service =
-                            hyper::service::service_fn(move |req| answer(req, Arc::clone(&state)));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(tcp), service)
-                            .await;
-                    });
-                }
-            });
+        let (stop, thread) = crate::fake_kubelet::serve_on_thread(listener, move |tcp| {
+            let state = Arc::clone(&shared);
+            async move {
+                let service =
+                    hyper::service::service_fn(move |req| answer(req, Arc::clone(&state)));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            }
         });
         FakeApiServer {
             addr,

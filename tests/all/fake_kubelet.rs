@@ -107,42 +107,25 @@ impl FakeKubelet {
         let behavior = Arc::new(Mutex::new(behavior));
         let requests = Arc::new(AtomicUsize::new(0));
         let authorized = Arc::new(AtomicUsize::new(0));
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let (b, r, a) = (
             Arc::clone(&behavior),
             Arc::clone(&requests),
             Arc::clone(&authorized),
         );
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                loop {
-                    let (tcp, _) = tokio::select! {
-                        accepted = listener.accept() => match accepted {
-                            Ok(a) => a,
-                            Err(_) => continue,
-                        },
-                        _ = &mut stopped => break,
-                    };
-                    let acceptor = acceptor.clone();
-                    let (b, r, a) = (Arc::clone(&b), Arc::clone(&r), Arc::clone(&a));
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        let service = hyper::service::service_fn(move |req| {
-                            answer(req, Arc::clone(&b), Arc::clone(&r), Arc::clone(&a))
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(tls), service)
-                            .await;
-                    });
-                }
-            });
+        let (stop, thread) = serve_on_thread(listener, move |tcp| {
+            let acceptor = acceptor.clone();
+            let (b, r, a) = (Arc::clone(&b), Arc::clone(&r), Arc::clone(&a));
+            async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req| {
+                    answer(req, Arc::clone(&b), Arc::clone(&r), Arc::clone(&a))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            }
         });
         FakeKubelet {
             addr,
@@ -172,6 +155,42 @@ impl Drop for FakeKubelet {
             let _ = t.join();
         }
     }
+}
+
+/// Accepts connections on `listener` in a thread of its own (own runtime), handing each to
+/// `conn`, until the returned sender is used or dropped.
+pub fn serve_on_thread<F, Fut>(
+    listener: std::net::TcpListener,
+    conn: F,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let (tcp, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                    _ = &mut stopped => break,
+                };
+                tokio::spawn(conn(tcp));
+            }
+        });
+    });
+    (stop, thread)
 }
 
 async fn answer(

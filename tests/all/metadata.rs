@@ -90,38 +90,51 @@ fn scrape(agent: &Agent) -> String {
     String::from_utf8(agent.scrape().to_vec()).expect("utf8")
 }
 
+/// The label sets of `family`'s series in `body` (label values as written: these fixtures and
+/// podstat's output have no escaped quotes in them).
+fn series_labels<'a>(
+    body: &'a str,
+    family: &'a str,
+) -> impl Iterator<Item = BTreeMap<String, String>> + 'a {
+    let prefix = format!("{family}{{");
+    body.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(&prefix)?;
+        let text = &rest[..rest.rfind('}')?];
+        Some(
+            text.split("\",")
+                .filter_map(|pair| pair.split_once("=\""))
+                .map(|(k, v)| (k.to_owned(), v.trim_end_matches('"').to_owned()))
+                .collect(),
+        )
+    })
+}
+
 /// Label sets of every `container_start_time_seconds` series (one per reported cgroup),
 /// keyed by `id`.
 fn rows(body: &str) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for line in body.lines() {
-        let Some(rest) = line.strip_prefix("container_start_time_seconds{") else {
-            continue;
-        };
-        let labels_text = &rest[..rest.rfind('}').expect("closing brace")];
-        let mut labels = BTreeMap::new();
-        for pair in labels_text.split("\",") {
-            let (k, v) = pair.split_once("=\"").expect("k=v");
-            labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
-        }
-        out.insert(labels["id"].clone(), labels);
-    }
-    out
+    series_labels(body, "container_start_time_seconds")
+        .map(|l| (l["id"].clone(), l))
+        .collect()
+}
+
+/// A test kubelet serving the capture's pods, a copy of its node, and an agent configured
+/// against them (with `extra` appended to `[kubernetes]`) that has fetched once.
+fn joined_node(extra: &str) -> (FakeKubelet, Node, Config, Agent) {
+    let cert = TestCert::generate();
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
+    let node = node(&cert);
+    let config = config(&node, &kubelet.url(), extra);
+    let agent = Agent::new(&config).expect("agent");
+    fetch(&agent, &config).expect("fetch");
+    (kubelet, node, config, agent)
 }
 
 #[test]
 fn labels_match_the_kubelets_own_view_of_the_same_node() {
-    let cert = TestCert::generate();
-    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
-    let node = node(&cert);
     // The capture's kubelet showed the sandbox as container="POD" with the pause image.
-    let config = config(
-        &node,
-        &kubelet.url(),
-        "sandbox_container = \"POD\"\nsandbox_image = \"registry.k8s.io/pause:3.9\"\n",
-    );
-    let agent = Agent::new(&config).expect("agent");
-    assert_eq!(fetch(&agent, &config).expect("fetch"), 3);
+    let (kubelet, _node, _config, agent) =
+        joined_node("sandbox_container = \"POD\"\nsandbox_image = \"registry.k8s.io/pause:3.9\"\n");
+    assert_eq!(agent.meta().health().pods, 3);
     assert_eq!(kubelet.authorized.load(Ordering::SeqCst), 1);
     let body = scrape(&agent);
     let rows = rows(&body);
@@ -162,17 +175,8 @@ fn labels_match_the_kubelets_own_view_of_the_same_node() {
 fn shape(body: &str, family: &str) -> (BTreeSet<String>, BTreeSet<(bool, bool, bool)>) {
     let mut names = BTreeSet::new();
     let mut kinds = BTreeSet::new();
-    for line in body.lines() {
-        let Some(rest) = line.strip_prefix(&format!("{family}{{")) else {
-            continue;
-        };
-        let labels_text = &rest[..rest.rfind('}').expect("brace")];
-        let mut l = BTreeMap::new();
-        for pair in labels_text.split("\",") {
-            let (k, v) = pair.split_once("=\"").expect("k=v");
-            names.insert(k.to_owned());
-            l.insert(k, v.trim_end_matches('"'));
-        }
+    for l in series_labels(body, family) {
+        names.extend(l.keys().cloned());
         let set = |k: &str| l.get(k).is_some_and(|v| !v.is_empty());
         kinds.insert((set("container"), set("image"), set("pod")));
     }
@@ -193,17 +197,9 @@ fn label_names_and_row_kinds_match_a_real_cadvisor_endpoint() {
     )
     .read_to_string(&mut real)
     .expect("gunzip");
-    let cert = TestCert::generate();
-    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
-    let node = node(&cert);
     // containerd's convention (the dump is containerd): sandbox container "" with its image.
-    let config = config(
-        &node,
-        &kubelet.url(),
-        "sandbox_image = \"registry.k8s.io/pause:3.10\"\n",
-    );
-    let agent = Agent::new(&config).expect("agent");
-    fetch(&agent, &config).expect("fetch");
+    let (_kubelet, _node, _config, agent) =
+        joined_node("sandbox_image = \"registry.k8s.io/pause:3.10\"\n");
     let ours = scrape(&agent);
     for family in [
         "container_cpu_usage_seconds_total",
@@ -220,12 +216,7 @@ fn label_names_and_row_kinds_match_a_real_cadvisor_endpoint() {
 
 #[test]
 fn fetch_failures_are_counted_and_the_last_good_view_is_served() {
-    let cert = TestCert::generate();
-    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
-    let node = node(&cert);
-    let config = config(&node, &kubelet.url(), "max_response_bytes = 1000000\n");
-    let agent = Agent::new(&config).expect("agent");
-    fetch(&agent, &config).expect("first fetch");
+    let (kubelet, _node, config, agent) = joined_node("max_response_bytes = 1000000\n");
     let good = rows(&scrape(&agent));
     let pod_id = "/kubepods.slice/kubepods-pod5cec4eb5_edd9_4831_9ca3_5cfb04fc6d82.slice";
     assert_eq!(good[pod_id]["pod"], "postgres-ksx-0");
@@ -618,17 +609,8 @@ fn join_agrees_with_the_real_kubelet_for_every_row() {
     .read_to_string(&mut real)
     .expect("gunzip");
     let (mut containers, mut pods) = (0, 0);
-    for line in real
-        .lines()
-        .filter(|l| l.starts_with("container_start_time_seconds{"))
-    {
-        let text = &line[line.find('{').expect("{") + 1..line.rfind('}').expect("}")];
-        let mut l = BTreeMap::new();
-        for pair in text.split("\",") {
-            let (k, v) = pair.split_once("=\"").expect("k=v");
-            l.insert(k, v.trim_end_matches('"'));
-        }
-        let id = l["id"];
+    for l in series_labels(&real, "container_start_time_seconds") {
+        let id = l["id"].as_str();
         let last = id.rsplit('/').next().unwrap_or("");
         if !l["container"].is_empty() {
             let c = index

@@ -36,10 +36,16 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &cli.check_config {
         return match config::load(path) {
-            Ok(_) => {
-                println!("{}: ok", path.display());
-                ExitCode::SUCCESS
-            }
+            Ok(c) => match podstat::policy::Policy::new(&c) {
+                Ok(_) => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("podstat: invalid config: {}: {e}", path.display());
+                    ExitCode::from(2)
+                }
+            },
             Err(e) => {
                 eprintln!("podstat: invalid config: {e}");
                 ExitCode::from(2)

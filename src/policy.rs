@@ -223,4 +223,54 @@ mod tests {
         // No limit.
         assert_eq!(apply_budget(&mut samples, &mask, 0).dropped_cgroups, 0);
     }
+
+    #[test]
+    fn filters_rows_namespaces_and_cgroup_patterns() {
+        let config = crate::config::parse(
+            "[filters]\npod_rows = false\nqos_rows = false\nnamespaces_include = [\"web\", \"\"]\n\
+             namespaces_exclude = [\"\"]\nexclude_cgroups = [\"/system.slice/*.service\"]\n",
+            "t",
+        )
+        .expect("config");
+        let policy = Policy::new(&config).expect("policy");
+        let with_ns = |s: ContainerSample, ns: &str| {
+            let mut r = (*s.labels).clone();
+            r.namespace = ns.into();
+            (s.target, r)
+        };
+        let ctr = CgroupKind::Container {
+            pod_uid: "u".into(),
+            id: "c".into(),
+            runtime: Runtime::Containerd,
+        };
+        let cases = [
+            (sample("/", CgroupKind::Root, 1.0), "", true),
+            (sample("/kubepods", CgroupKind::Qos, 1.0), "", false),
+            (
+                sample("/kubepods/podu", CgroupKind::Pod { uid: "u".into() }, 1.0),
+                "web",
+                false,
+            ),
+            (sample("/kubepods/podu/c", ctr.clone(), 1.0), "web", true),
+            (sample("/kubepods/podu/c", ctr.clone(), 1.0), "db", false),
+            // Unknown metadata: namespace "" is excluded here by namespaces_exclude.
+            (sample("/kubepods/podu/c", ctr, 1.0), "", false),
+            (
+                sample("/system.slice/cron.service", CgroupKind::Raw, 1.0),
+                "",
+                false,
+            ),
+            (sample("/system.slice", CgroupKind::Raw, 1.0), "", true),
+        ];
+        for (s, ns, keep) in cases {
+            let (t, r) = with_ns(s, ns);
+            assert_eq!(policy.keeps(&t, &r), keep, "{} in {ns:?}", t.path);
+        }
+        let bad = crate::config::parse("[filters]\ndrop_metrics = [\"container_nope\"]\n", "t")
+            .expect("config");
+        assert!(
+            Policy::new(&bad).is_err(),
+            "unknown family names are rejected"
+        );
+    }
 }

@@ -48,6 +48,35 @@ fn bad_config_exits_2_with_file_line_column() {
         err.contains(":3:1:") && err.contains("unknown field `gpu`"),
         "{err}"
     );
+
+    // A typo in a family name would silently drop nothing: rejected, by --check-config too.
+    std::fs::write(
+        &path,
+        "[filters]\ndrop_metrics = [\"container_cpu_usage\"]\n",
+    )
+    .expect("write");
+    for args in [
+        vec!["--check-config", path.to_str().expect("utf8")],
+        vec!["--config", path.to_str().expect("utf8"), "once"],
+    ] {
+        let out = podstat(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("unknown metric family \"container_cpu_usage\""),
+            "{err}"
+        );
+    }
+    // A kubelet source with no address to reach it.
+    std::fs::write(&path, "[kubernetes]\nsource = \"kubelet\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_podstat"))
+        .args(["--config", path.to_str().expect("utf8"), "once"])
+        .env_remove("HOST_IP")
+        .env_remove("NODE_NAME")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST_IP or NODE_NAME"));
 }
 
 #[test]

@@ -72,6 +72,7 @@ fn samples(n: usize) -> Vec<ContainerSample> {
                 files: Default::default(),
                 resolved: Default::default(),
                 refresh_requested: Default::default(),
+                probe: Default::default(),
             });
             let p = Some(Pressure { some_total_usec: Some(1234), full_total_usec: Some(56) });
             let stats = ContainerStats {

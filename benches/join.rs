@@ -94,6 +94,7 @@ fn targets() -> Vec<Arc<Target>> {
                 files: Default::default(),
                 resolved: Default::default(),
                 refresh_requested: Default::default(),
+                probe: Default::default(),
             })
         })
         .take(1000)

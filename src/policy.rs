@@ -161,6 +161,7 @@ mod tests {
                 files: Default::default(),
                 resolved: Default::default(),
                 refresh_requested: Default::default(),
+                probe: Default::default(),
             }),
             labels: Arc::new(Resolved {
                 generation: 0,

@@ -141,6 +141,13 @@ pub struct FileCache {
 }
 
 impl FileCache {
+    /// Closes what was kept for `dir` (a directory that is no longer used, such as the
+    /// `/proc/<pid>/net` of a process that was replaced).
+    pub fn forget_dir(&mut self, dir: &Path) {
+        let key = dir.as_os_str().as_encoded_bytes().as_ptr() as usize;
+        self.slots.retain(|(_, d, _)| *d != key);
+    }
+
     /// Descriptors this cache holds open.
     pub fn open_count(&self) -> usize {
         self.slots

@@ -33,6 +33,7 @@ use crate::reader::{FdBudget, ReadError, Reader};
 use crate::snapshot::{CollectorRun, ContainerSample, ContainerStats, ErrorCounts, Snapshot};
 
 pub use devices::DeviceNames;
+pub use network::PidProbe;
 
 /// The container disappeared while being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

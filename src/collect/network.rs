@@ -11,14 +11,62 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::Ctx;
-use crate::discovery::CgroupKind;
+use crate::discovery::{CgroupKind, Target};
 use crate::parse::{cgroup_procs, netdev};
-use crate::reader::ReadError;
+use crate::reader::{FileCache, ReadError};
 use crate::snapshot::ContainerSample;
+
+/// What podstat learned about a cgroup's first process, kept on the cgroup while that PID
+/// stays its first: whether it is `pause`, its network namespace, and the directory of its
+/// `net/dev` (whose descriptor the cgroup's file cache keeps). Re-probing every scrape cost a
+/// `comm` read, a readlink and an open per pod.
+#[derive(Debug)]
+pub struct PidProbe {
+    pid: u32,
+    pause: bool,
+    netns: Option<PathBuf>,
+    net_dir: PathBuf,
+}
+
+impl PidProbe {
+    fn new(proc_root: &Path, pid: u32) -> PidProbe {
+        let pid_dir = proc_root.join(pid.to_string());
+        PidProbe {
+            pid,
+            pause: std::fs::read(pid_dir.join("comm"))
+                .map(|c| crate::parse::trim(&c) == b"pause")
+                .unwrap_or(false),
+            netns: std::fs::read_link(pid_dir.join("ns").join("net")).ok(),
+            net_dir: pid_dir.join("net"),
+        }
+    }
+}
+
+/// Runs `f` on the probe of `target`'s process `pid`, probing anew when the PID changed.
+fn with_probe<T>(
+    proc_root: &Path,
+    target: &Target,
+    pid: u32,
+    f: impl FnOnce(&PidProbe, &mut FileCache) -> T,
+) -> T {
+    let mut probe = target.probe.lock().unwrap_or_else(|p| p.into_inner());
+    let mut files = target.files.lock().unwrap_or_else(|p| p.into_inner());
+    if probe.as_ref().is_none_or(|p| p.pid != pid) {
+        if let Some(old) = probe.take() {
+            files.forget_dir(&old.net_dir);
+        }
+        *probe = Some(PidProbe::new(proc_root, pid));
+    }
+    match probe.as_ref() {
+        Some(p) => f(p, &mut files),
+        None => f(&PidProbe::new(proc_root, pid), &mut files),
+    }
+}
 
 /// `process_collected`: the process collector ran, so `first_pid` is already known.
 pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected: bool) {
-    let host_netns = netns_of(&ctx.proc_root, "1");
+    let proc_root = ctx.proc_root.clone();
+    let host_netns = std::fs::read_link(proc_root.join("1").join("ns").join("net")).ok();
     // pod uid -> (pod row index, container row indices)
     let mut pods: HashMap<&str, (Option<usize>, Vec<usize>)> = HashMap::new();
     let mut root_row = None;
@@ -32,7 +80,8 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected
             _ => {}
         }
     }
-    let mut plan: Vec<(usize, u32)> = Vec::with_capacity(pods.len() + 1);
+    // (row that gets the series, row whose process is read, its PID)
+    let mut plan: Vec<(usize, usize, u32)> = Vec::with_capacity(pods.len() + 1);
     for (pod_row, containers) in pods.values() {
         let mut pid_of = |i: usize| -> Option<u32> {
             if process_collected {
@@ -52,58 +101,56 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected
             .iter()
             .filter_map(|&i| Some((i, pid_of(i)?)))
             .collect();
-        let Some(&(_, any_pid)) = with_pids.first() else {
+        let Some(&first) = with_pids.first() else {
             continue;
         };
         let sandbox = with_pids
             .iter()
-            .find(|(_, pid)| is_pause(&ctx.proc_root, *pid))
+            .find(|(i, pid)| with_probe(&proc_root, &samples[*i].target, *pid, |p, _| p.pause))
             .copied();
-        let (row, pid) = match (sandbox, pod_row) {
-            (Some((row, pid)), _) => (row, pid),
-            (None, Some(row)) => (*row, any_pid),
-            (None, None) => (with_pids[0].0, any_pid),
+        let (row, (source, pid)) = match (sandbox, pod_row) {
+            (Some(s), _) => (s.0, s),
+            (None, Some(row)) => (*row, first),
+            (None, None) => (first.0, first),
         };
-        let pid_text = pid.to_string();
-        if host_netns.is_some() && netns_of(&ctx.proc_root, &pid_text) == host_netns {
+        let netns = with_probe(&proc_root, &samples[source].target, pid, |p, _| {
+            p.netns.clone()
+        });
+        if host_netns.is_some() && netns == host_netns {
             continue;
         }
-        plan.push((row, pid));
+        plan.push((row, source, pid));
     }
     if let Some(row) = root_row {
-        plan.push((row, 1));
+        plan.push((row, row, 1));
     }
-    for (row, pid) in plan {
-        let dir = ctx.proc_root.join(pid.to_string()).join("net");
+    for (row, source, pid) in plan {
+        let target = Arc::clone(&samples[source].target);
         let mut interfaces = Vec::new();
-        let result = match ctx.reader.read(&dir, "dev") {
-            Ok(bytes) => netdev::net_dev(bytes, |name, stats| {
-                if !netdev::is_ignored_interface(name) {
-                    interfaces.push((Arc::from(String::from_utf8_lossy(name).as_ref()), stats));
+        let mut failure: Option<(PathBuf, String)> = None;
+        let gone = with_probe(&proc_root, &target, pid, |probe, files| {
+            let result = match ctx.reader.read_cached(files, &probe.net_dir, "dev") {
+                Ok(Some(bytes)) => netdev::net_dev(bytes, |name, stats| {
+                    if !netdev::is_ignored_interface(name) {
+                        interfaces.push((Arc::from(String::from_utf8_lossy(name).as_ref()), stats));
+                    }
+                }),
+                // The process exited between listing and reading: the pod is being torn down.
+                Ok(None) | Err(ReadError::Missing(_) | ReadError::Vanished(_)) => return true,
+                Err(e) => {
+                    failure = Some((probe.net_dir.join("dev"), e.to_string()));
+                    return false;
                 }
-            }),
-            // The process exited between listing and reading: the pod is being torn down.
-            Err(ReadError::Missing(_) | ReadError::Vanished(_)) => continue,
-            Err(e) => {
-                ctx.record_error("network read failed", &dir.join("dev"), &e);
-                continue;
+            };
+            if let Err(e) = result {
+                failure = Some((probe.net_dir.join("dev"), format!("not understood: {e}")));
             }
-        };
-        match result {
-            Ok(()) => samples[row].stats.network = interfaces,
-            Err(e) => ctx.record_error("net/dev not understood", &dir.join("dev"), &e),
+            false
+        });
+        match failure {
+            Some((path, e)) => ctx.record_error("network read failed", &path, &e),
+            None if !gone => samples[row].stats.network = interfaces,
+            None => {}
         }
     }
-}
-
-/// The `net:[inode]` link of a process's network namespace, if readable.
-fn netns_of(proc_root: &Path, pid: &str) -> Option<PathBuf> {
-    std::fs::read_link(proc_root.join(pid).join("ns").join("net")).ok()
-}
-
-/// The sandbox runs only `pause`; checked by the process name.
-fn is_pause(proc_root: &Path, pid: u32) -> bool {
-    std::fs::read(proc_root.join(pid.to_string()).join("comm"))
-        .map(|c| crate::parse::trim(&c) == b"pause")
-        .unwrap_or(false)
 }

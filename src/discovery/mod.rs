@@ -92,6 +92,8 @@ pub struct Target {
     pub resolved: Mutex<Option<Arc<Resolved>>>,
     /// This cgroup already asked for an early metadata fetch.
     pub refresh_requested: AtomicBool,
+    /// Its first process, as the network collector last probed it.
+    pub probe: Mutex<Option<crate::collect::PidProbe>>,
 }
 
 impl Target {
@@ -135,6 +137,7 @@ impl Target {
             files: Mutex::new(FileCache::default()),
             resolved: Mutex::new(None),
             refresh_requested: AtomicBool::new(false),
+            probe: Mutex::new(None),
         }
     }
 

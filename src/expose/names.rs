@@ -484,6 +484,7 @@ mod tests {
                 files: Default::default(),
                 resolved: Default::default(),
                 refresh_requested: Default::default(),
+                probe: Default::default(),
             }),
             stats: ContainerStats {
                 cpu_usage_seconds: cpu,

@@ -51,16 +51,11 @@ fn with_probe<T>(
 ) -> T {
     let mut probe = target.probe.lock().unwrap_or_else(|p| p.into_inner());
     let mut files = target.files.lock().unwrap_or_else(|p| p.into_inner());
-    if probe.as_ref().is_none_or(|p| p.pid != pid) {
-        if let Some(old) = probe.take() {
-            files.forget_dir(&old.net_dir);
-        }
-        *probe = Some(PidProbe::new(proc_root, pid));
+    if let Some(old) = probe.take_if(|p| p.pid != pid) {
+        files.forget_dir(&old.net_dir);
     }
-    match probe.as_ref() {
-        Some(p) => f(p, &mut files),
-        None => f(&PidProbe::new(proc_root, pid), &mut files),
-    }
+    let probe = probe.get_or_insert_with(|| PidProbe::new(proc_root, pid));
+    f(probe, &mut files)
 }
 
 /// `process_collected`: the process collector ran, so `first_pid` is already known.

@@ -50,6 +50,12 @@ fn family(enc: &mut Encoder, name: &'static str) {
     enc.header(name, h, t);
 }
 
+/// A family with one sample and no container labels.
+fn single(enc: &mut Encoder, name: &'static str, labels: &[(&str, &str)], value: f64) {
+    family(enc, name);
+    enc.sample(name, "", labels, value);
+}
+
 /// Running totals kept across collections.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Totals {
@@ -88,18 +94,16 @@ pub fn encode_machine(enc: &mut Encoder, snapshot: &Snapshot, drop: &[String]) {
 }
 
 pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgroup_mode: &str) {
-    family(enc, "container_scrape_error");
-    enc.sample(
+    single(
+        enc,
         "container_scrape_error",
-        "",
         &[],
         if snapshot.discovery_failed { 1.0 } else { 0.0 },
     );
 
-    family(enc, "podstat_build_info");
-    enc.sample(
+    single(
+        enc,
         "podstat_build_info",
-        "",
         &[
             ("version", env!("CARGO_PKG_VERSION")),
             ("cgroup_mode", cgroup_mode),
@@ -107,10 +111,9 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
         1.0,
     );
 
-    family(enc, "podstat_collections_total");
-    enc.sample(
+    single(
+        enc,
         "podstat_collections_total",
-        "",
         &[],
         totals.collections as f64,
     );
@@ -134,17 +137,15 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
         );
     }
 
-    family(enc, "podstat_cgroups_dropped");
-    enc.sample(
+    single(
+        enc,
         "podstat_cgroups_dropped",
-        "",
         &[],
         snapshot.budget.dropped_cgroups as f64,
     );
-    family(enc, "podstat_cgroups_filtered");
-    enc.sample(
+    single(
+        enc,
         "podstat_cgroups_filtered",
-        "",
         &[],
         snapshot.filtered as f64,
     );
@@ -173,28 +174,24 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
         );
     }
 
-    family(enc, "podstat_files_read");
-    enc.sample("podstat_files_read", "", &[], snapshot.files_read as f64);
+    single(enc, "podstat_files_read", &[], snapshot.files_read as f64);
 
-    family(enc, "podstat_kept_descriptors");
-    enc.sample(
+    single(
+        enc,
         "podstat_kept_descriptors",
-        "",
         &[],
         snapshot.kept_descriptors.0 as f64,
     );
-    family(enc, "podstat_kept_descriptors_limit");
-    enc.sample(
+    single(
+        enc,
         "podstat_kept_descriptors_limit",
-        "",
         &[],
         snapshot.kept_descriptors.1 as f64,
     );
 
-    family(enc, "podstat_label_values_truncated_total");
-    enc.sample(
+    single(
+        enc,
         "podstat_label_values_truncated_total",
-        "",
         &[],
         totals.labels_truncated as f64,
     );
@@ -208,19 +205,16 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
         enc.sample("podstat_read_errors_total", "", &[("kind", kind)], n as f64);
     }
 
-    family(enc, "podstat_scrape_duration_seconds");
-    enc.sample(
+    single(
+        enc,
         "podstat_scrape_duration_seconds",
-        "",
         &[],
         snapshot.duration.as_secs_f64(),
     );
-    family(enc, "podstat_series");
-    enc.sample("podstat_series", "", &[], snapshot.budget.series as f64);
-    family(enc, "podstat_series_dropped_total");
-    enc.sample(
+    single(enc, "podstat_series", &[], snapshot.budget.series as f64);
+    single(
+        enc,
         "podstat_series_dropped_total",
-        "",
         &[("reason", "max_series")],
         totals.series_dropped as f64,
     );
@@ -229,10 +223,9 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
 /// The `podstat_metadata_*` families (only when a metadata source is configured).
 pub fn encode_metadata(enc: &mut Encoder, h: &MetaHealth) {
     if let Some((at, _)) = h.last_success {
-        family(enc, "podstat_metadata_age_seconds");
-        enc.sample(
+        single(
+            enc,
             "podstat_metadata_age_seconds",
-            "",
             &[],
             at.elapsed().as_secs_f64(),
         );
@@ -247,33 +240,28 @@ pub fn encode_metadata(enc: &mut Encoder, h: &MetaHealth) {
             n as f64,
         );
     }
-    family(enc, "podstat_metadata_fetches_total");
-    enc.sample("podstat_metadata_fetches_total", "", &[], h.fetches as f64);
+    single(enc, "podstat_metadata_fetches_total", &[], h.fetches as f64);
     if let Some((_, wall)) = h.last_success {
         let unix = wall
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        family(enc, "podstat_metadata_last_success_timestamp_seconds");
-        enc.sample(
+        single(
+            enc,
             "podstat_metadata_last_success_timestamp_seconds",
-            "",
             &[],
             unix,
         );
     }
-    family(enc, "podstat_metadata_pods");
-    enc.sample("podstat_metadata_pods", "", &[], h.pods as f64);
-    family(enc, "podstat_metadata_refresh_requests_total");
-    enc.sample(
+    single(enc, "podstat_metadata_pods", &[], h.pods as f64);
+    single(
+        enc,
         "podstat_metadata_refresh_requests_total",
-        "",
         &[],
         h.early_requests as f64,
     );
-    family(enc, "podstat_metadata_up");
     let up = h.last_error.is_none() && h.last_success.is_some();
-    enc.sample("podstat_metadata_up", "", &[], if up { 1.0 } else { 0.0 });
+    single(enc, "podstat_metadata_up", &[], if up { 1.0 } else { 0.0 });
 }
 
 /// Every `kind` of `podstat_metadata_errors_total`, always all emitted so rates work from 0.

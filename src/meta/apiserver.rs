@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::ResourceExt;
 
-use super::podlist::{strip_runtime_scheme, ContainerInfo, PodInfo};
+use super::podlist::{push_instances, PodInfo};
 use super::{MetaIndex, MetaStore};
 use crate::config::{KubernetesConfig, LabelsConfig};
 
@@ -101,25 +101,18 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
         .flatten()
         .flatten()
         {
-            let image = Some(st.image.clone())
-                .filter(|i| !i.is_empty())
-                .or_else(|| spec_image(&st.name))
-                .unwrap_or_default();
             let previous = st
                 .last_state
                 .as_ref()
                 .and_then(|s| s.terminated.as_ref())
-                .and_then(|t| t.container_id.clone());
-            for id in [st.container_id.clone(), previous].into_iter().flatten() {
-                let id = strip_runtime_scheme(&id).to_owned();
-                if !id.is_empty() && !containers.iter().any(|c: &ContainerInfo| c.id == id) {
-                    containers.push(ContainerInfo {
-                        id,
-                        name: st.name.clone(),
-                        image: image.clone(),
-                    });
-                }
-            }
+                .and_then(|t| t.container_id.as_deref());
+            push_instances(
+                &mut containers,
+                &st.name,
+                Some(st.image.as_str()),
+                || spec_image(&st.name),
+                [st.container_id.as_deref(), previous],
+            );
         }
     }
     Some(PodInfo {

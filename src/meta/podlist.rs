@@ -109,6 +109,34 @@ pub fn strip_runtime_scheme(id: &str) -> &str {
     id.split_once("://").map_or(id, |(_, rest)| rest)
 }
 
+/// Adds one container status's instances to `out`: its current and previous
+/// (`lastState.terminated`) IDs without the runtime scheme, skipping empty and already-listed
+/// ones, both under the status's name (the previous instance's cgroup can linger after a
+/// restart). The image is the status image, the runtime's reference that cAdvisor shows, or the
+/// spec image while the status has none yet. Shared by the kubelet and API-server sources.
+pub fn push_instances(
+    out: &mut Vec<ContainerInfo>,
+    name: &str,
+    status_image: Option<&str>,
+    spec_image: impl FnOnce() -> Option<String>,
+    ids: [Option<&str>; 2],
+) {
+    let image = status_image
+        .filter(|i| !i.is_empty())
+        .map(str::to_owned)
+        .or_else(spec_image)
+        .unwrap_or_default();
+    for id in ids.into_iter().flatten().map(strip_runtime_scheme) {
+        if !id.is_empty() && !out.iter().any(|c| c.id == id) {
+            out.push(ContainerInfo {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                image: image.clone(),
+            });
+        }
+    }
+}
+
 /// Decodes a PodList body.
 pub fn parse_pod_list(bytes: &[u8]) -> Result<Vec<PodInfo>, PodListError> {
     let list: WirePodList = serde_json::from_slice(bytes)?;
@@ -146,28 +174,17 @@ pub fn parse_pod_list(bytes: &[u8]) -> Result<Vec<PodInfo>, PodListError> {
         .flatten()
         {
             let name = st.name.unwrap_or_default();
-            // The status image is the runtime's reference (what cAdvisor shows); the spec image
-            // stands in when the status has none yet.
-            let image = st
-                .image
-                .filter(|i| !i.is_empty())
-                .or_else(|| spec_image(&name))
-                .unwrap_or_default();
             let previous = st
                 .last_state
                 .and_then(|s| s.terminated)
                 .and_then(|t| t.container_id);
-            // The previous instance's cgroup can linger after a restart: same name.
-            for id in [st.container_id, previous].into_iter().flatten() {
-                let id = strip_runtime_scheme(&id);
-                if !id.is_empty() && !containers.iter().any(|c: &ContainerInfo| c.id == id) {
-                    containers.push(ContainerInfo {
-                        id: id.to_owned(),
-                        name: name.clone(),
-                        image: image.clone(),
-                    });
-                }
-            }
+            push_instances(
+                &mut containers,
+                &name,
+                st.image.as_deref(),
+                || spec_image(&name),
+                [st.container_id.as_deref(), previous.as_deref()],
+            );
         }
         pods.push(PodInfo {
             uid,

@@ -130,6 +130,28 @@ fn pod_list(pods: &[(&str, &str, &str, &str, &str)]) -> Vec<u8> {
         .expect("json")
 }
 
+/// The value of the first series a query returns.
+fn scalar(prom: &str, q: &str) -> Option<f64> {
+    query(prom, q)?.first()?["value"][1].as_str()?.parse().ok()
+}
+
+/// Starts a podstat with `config` on a free loopback port; returns it and its address.
+fn start_configured_podstat(config: &std::path::Path) -> (ChildGuard, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = start_podstat(
+        &[
+            "--config",
+            config.to_str().expect("utf8"),
+            "--listen",
+            &addr,
+            "--log-level",
+            "warn",
+        ],
+        &addr,
+    );
+    (child, addr)
+}
+
 #[test]
 fn real_prometheus_scrapes_podstat() {
     let Some(prometheus) = which("prometheus") else {
@@ -227,33 +249,9 @@ fn real_prometheus_scrapes_podstat() {
         .expect("podstat config");
         path
     };
-    let podstat_addr = format!("127.0.0.1:{}", free_port());
-    let config_full = podstat_config(0);
-    let _podstat = start_podstat(
-        &[
-            "--config",
-            config_full.to_str().expect("utf8"),
-            "--listen",
-            &podstat_addr,
-            "--log-level",
-            "warn",
-        ],
-        &podstat_addr,
-    );
+    let (_podstat, podstat_addr) = start_configured_podstat(&podstat_config(0));
     // A second agent with a tiny series budget: its scrapes must still succeed.
-    let tight_addr = format!("127.0.0.1:{}", free_port());
-    let config_tight = podstat_config(40);
-    let _tight = start_podstat(
-        &[
-            "--config",
-            config_tight.to_str().expect("utf8"),
-            "--listen",
-            &tight_addr,
-            "--log-level",
-            "warn",
-        ],
-        &tight_addr,
-    );
+    let (_tight, tight_addr) = start_configured_podstat(&podstat_config(40));
 
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
@@ -288,8 +286,7 @@ fn real_prometheus_scrapes_podstat() {
     );
     // Wait for at least five samples in the window, so the rate is not taken over two.
     let enough = wait_for(Duration::from_secs(60), || {
-        let r = query(&prom_addr, &format!("count_over_time({selector}[10s])"))?;
-        let n: f64 = r.first()?["value"][1].as_str()?.parse().ok()?;
+        let n = scalar(&prom_addr, &format!("count_over_time({selector}[10s])"))?;
         (n >= 5.0).then_some(())
     });
     assert!(
@@ -297,9 +294,7 @@ fn real_prometheus_scrapes_podstat() {
         "Prometheus never stored 5 samples of the busy container"
     );
     let rate = wait_for(Duration::from_secs(5), || {
-        let r = query(&prom_addr, &format!("rate({selector}[10s])"))?;
-        let v: f64 = r.first()?["value"][1].as_str()?.parse().ok()?;
-        Some(v)
+        scalar(&prom_addr, &format!("rate({selector}[10s])"))
     })
     .expect("no rate for the busy container");
     // One busy loop: about one CPU, less when other tests share this 2-core machine.
@@ -338,28 +333,19 @@ fn real_prometheus_scrapes_podstat() {
     assert_eq!(labelled.len(), 1, "{labelled:?}");
 
     // Every scrape succeeded and nothing was rejected.
-    let samples = query(&prom_addr, "scrape_samples_scraped{job=\"podstat\"}")
+    let n = scalar(&prom_addr, "scrape_samples_scraped{job=\"podstat\"}")
         .expect("scrape_samples_scraped");
-    let n: f64 = samples
-        .first()
-        .and_then(|s| s["value"][1].as_str()?.parse().ok())
-        .expect("samples");
     assert!(n > 50.0, "only {n} samples scraped");
     // The tight agent: still up, fewer container series, and its dropped counter moved.
     let dropped = wait_for(Duration::from_secs(10), || {
-        let r = query(
+        scalar(
             &prom_addr,
             "podstat_series_dropped_total{job=\"podstat-tight\"}",
-        )?;
-        let v: f64 = r.first()?["value"][1].as_str()?.parse().ok()?;
-        (v > 0.0).then_some(v)
+        )
+        .filter(|v| *v > 0.0)
     });
     assert!(dropped.is_some(), "the budget never dropped anything");
-    let series = query(&prom_addr, "podstat_series{job=\"podstat-tight\"}").expect("series");
-    let v: f64 = series
-        .first()
-        .and_then(|s| s["value"][1].as_str()?.parse().ok())
-        .expect("podstat_series");
+    let v = scalar(&prom_addr, "podstat_series{job=\"podstat-tight\"}").expect("podstat_series");
     assert!(v <= 40.0, "budget exceeded: {v}");
     drop((busy, idle));
     drop(kubelet);

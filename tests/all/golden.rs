@@ -94,9 +94,17 @@ fn render(cgroup_fixture: &str) -> String {
 
 fn check(cgroup_fixture: &str, golden: &str) {
     let actual = render(cgroup_fixture);
+    compare_with_golden(&actual, golden);
+    // Twice: a second collection over the same tree must give the same output.
+    assert_eq!(render(cgroup_fixture), actual, "second collection differs");
+}
+
+/// Compares `actual` with `tests/golden/<golden>` byte for byte, showing the first differing
+/// lines; `UPDATE_GOLDEN=1` writes the file instead.
+pub fn compare_with_golden(actual: &str, golden: &str) {
     let path = golden_dir().join(golden);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &actual).expect("write golden");
+        std::fs::write(&path, actual).expect("write golden");
     }
     let expected =
         std::fs::read_to_string(&path).expect("golden file (UPDATE_GOLDEN=1 creates it)");
@@ -115,8 +123,6 @@ fn check(cgroup_fixture: &str, golden: &str) {
             diff.join("\n")
         );
     }
-    // Twice: a second collection over the same tree must give the same output.
-    assert_eq!(render(cgroup_fixture), actual, "second collection differs");
 }
 
 #[test]

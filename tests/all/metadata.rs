@@ -14,8 +14,8 @@ use podstat::config::Config;
 use podstat::meta::kubelet::{refresh_once, FetchError, KubeletClient};
 
 use crate::fake_kubelet::{Behavior, FakeKubelet, TestCert};
-use crate::golden::{copy_pinned, normalise};
-use crate::support::{fixtures, golden_dir, sample_value, wait_for};
+use crate::golden::{compare_with_golden, copy_pinned, normalise};
+use crate::support::{fixtures, sample_value, wait_for};
 
 const TOKEN: &str = "t0k3n-for-tests";
 const V2_TREE: &str = "cgroup-v2/kubepods-systemd-containerd";
@@ -160,15 +160,9 @@ fn labels_match_the_kubelets_own_view_of_the_same_node() {
     assert_eq!(rows["/"]["pod"], "");
     assert_eq!(rows["/kubepods.slice"]["namespace"], "");
 
-    // The same output byte for byte, and valid for promtool.
-    let actual = normalise(&body);
-    let path = golden_dir().join("v2_kubelet_labels.prom");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &actual).expect("write golden");
-    }
-    let expected = std::fs::read_to_string(&path).expect("golden (UPDATE_GOLDEN=1 writes it)");
-    // promtool checks this file in golden::golden_files_pass_promtool.
-    assert!(actual == expected, "output differs from {}", path.display());
+    // The same output byte for byte (promtool checks this file in
+    // golden::golden_files_pass_promtool).
+    compare_with_golden(&normalise(&body), "v2_kubelet_labels.prom");
 }
 
 /// Label names per family and the kinds of rows (which of container/image/pod are set).
@@ -185,18 +179,7 @@ fn shape(body: &str, family: &str) -> (BTreeSet<String>, BTreeSet<(bool, bool, b
 
 #[test]
 fn label_names_and_row_kinds_match_a_real_cadvisor_endpoint() {
-    use std::io::Read;
-    let mut real = String::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open(
-            fixtures().join(
-                "kubelet/metrics-cadvisor_k8s-1.35_minikube_containerd_cgroupfs-driver.txt.gz",
-            ),
-        )
-        .expect("real dump"),
-    )
-    .read_to_string(&mut real)
-    .expect("gunzip");
+    let real = real_cadvisor_dump();
     // containerd's convention (the dump is containerd): sandbox container "" with its image.
     let (_kubelet, _node, _config, agent) =
         joined_node("sandbox_image = \"registry.k8s.io/pause:3.10\"\n");
@@ -544,6 +527,23 @@ fn allowlisted_pod_labels_filters_and_the_series_budget() {
     }
 }
 
+/// The real kubelet `/metrics/cadvisor` of the k8s 1.35 capture.
+fn real_cadvisor_dump() -> String {
+    use std::io::Read;
+    let mut real = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(
+            fixtures().join(
+                "kubelet/metrics-cadvisor_k8s-1.35_minikube_containerd_cgroupfs-driver.txt.gz",
+            ),
+        )
+        .expect("real dump"),
+    )
+    .read_to_string(&mut real)
+    .expect("gunzip");
+    real
+}
+
 fn real_pod_list(name: &str) -> Vec<podstat::meta::podlist::PodInfo> {
     let bytes = std::fs::read(fixtures().join("kubelet").join(name)).expect("fixture");
     podstat::meta::podlist::parse_pod_list(&bytes).expect(name)
@@ -593,21 +593,10 @@ fn real_pod_lists_decode() {
 /// namespace from podstat's index of the same node's `/pods`.
 #[test]
 fn join_agrees_with_the_real_kubelet_for_every_row() {
-    use std::io::Read;
     let list = real_pod_list("podlist_k8s-1.35_minikube_containerd_cgroupfs-driver.json");
     let config = podstat::config::default_config().expect("config");
     let index = podstat::meta::MetaIndex::build(&list, &config.labels, 16);
-    let mut real = String::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open(
-            fixtures().join(
-                "kubelet/metrics-cadvisor_k8s-1.35_minikube_containerd_cgroupfs-driver.txt.gz",
-            ),
-        )
-        .expect("dump"),
-    )
-    .read_to_string(&mut real)
-    .expect("gunzip");
+    let real = real_cadvisor_dump();
     let (mut containers, mut pods) = (0, 0);
     for l in series_labels(&real, "container_start_time_seconds") {
         let id = l["id"].as_str();

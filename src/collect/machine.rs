@@ -5,7 +5,9 @@ use crate::parse::procfs;
 use crate::reader::ReadError;
 use crate::snapshot::MachineStats;
 
-pub fn collect(ctx: &mut Ctx) -> MachineStats {
+/// `root_memory`: MemTotal and SwapTotal as the root's spec read them in this collection
+/// (`/proc/meminfo` is then not read a second time).
+pub fn collect(ctx: &mut Ctx, root_memory: Option<(u64, u64)>) -> MachineStats {
     let mut m = MachineStats::default();
     let proc_root = ctx.proc_root.clone();
     match ctx
@@ -16,6 +18,11 @@ pub fn collect(ctx: &mut Ctx) -> MachineStats {
         Ok(Ok(n)) => m.cpu_cores = Some(n),
         Ok(Err(e)) => ctx.record_error("cpuinfo not understood", &proc_root.join("cpuinfo"), &e),
         Err(e) => report(ctx, &e),
+    }
+    if let Some((mem, swap)) = root_memory {
+        m.memory_bytes = Some(mem);
+        m.swap_bytes = Some(swap);
+        return m;
     }
     match ctx
         .reader

@@ -270,7 +270,13 @@ impl Engine {
             let t0 = Instant::now();
             self.ctx.collector = "machine";
             self.ctx.collector_failed = false;
-            snapshot.machine = machine::collect(&mut self.ctx);
+            // The root's spec already read /proc/meminfo in this collection.
+            let root_memory = snapshot
+                .containers
+                .iter()
+                .find(|c| c.target.kind == crate::discovery::CgroupKind::Root)
+                .and_then(|c| Some((c.stats.spec_memory_limit?, c.stats.spec_memory_swap_limit?)));
+            snapshot.machine = machine::collect(&mut self.ctx, root_memory);
             runs.push(CollectorRun {
                 name: "machine",
                 duration: t0.elapsed(),

@@ -2,12 +2,12 @@
 //! writing nothing, measured two ways: open/read/close per file per pass, and descriptors kept
 //! open and re-read with `pread` at offset 0 (cgroupfs regenerates content on each read).
 //! `benches/scrape.sh` runs this next to the real agent; alone:
-//! `cargo bench --bench floor -- [cgroup_root] [passes]`.
+//! `cargo bench --bench floor -- [cgroup_root] [passes] [pause_ms]`. Figures are CPU time per
+//! pass; with `pause_ms`, each pass follows a pause, as podstat's scrapes do.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::time::Instant;
 
 const V1: &[(&str, &[&str])] = &[
     ("cpuacct", &["cpuacct.usage", "cpuacct.stat"]),
@@ -71,10 +71,24 @@ fn parse_any(bytes: &[u8]) -> usize {
     n
 }
 
+fn open_read_parse(path: &PathBuf, buf: &mut [u8]) -> usize {
+    match File::open(path).and_then(|f| f.read_at(buf, 0)) {
+        Ok(n) => parse_any(&buf[..n]),
+        Err(_) => 0,
+    }
+}
+
+fn thread_cpu_ms() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as f64 * 1e3 + t.tv_nsec() as f64 / 1e6)
+        .unwrap_or(0.0)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let root = PathBuf::from(args.get(1).map_or("/sys/fs/cgroup", String::as_str));
     let passes: usize = args.get(2).and_then(|p| p.parse().ok()).unwrap_or(20);
+    let pause_ms: u64 = args.get(3).and_then(|p| p.parse().ok()).unwrap_or(0);
     let mut config = podstat::config::default_config().expect("default config");
     config.paths.cgroup_root = root;
     let layout = podstat::agent::detect_layout(&config).expect("layout");
@@ -105,31 +119,58 @@ fn main() {
     files.retain(|f| f.exists());
     let mut buf = vec![0u8; 64 * 1024];
     let mut sink = 0usize;
-    let t0 = Instant::now();
-    for _ in 0..passes {
+    // CPU time of this thread over the passes only, so a pause between passes (the scrape
+    // interval podstat sees, `pause_ms`) measures the floor under the same cold caches.
+    let mut cpu_ms_per_pass = |pass: &mut dyn FnMut(&mut Vec<u8>) -> usize| -> f64 {
+        let mut total = 0.0;
+        for _ in 0..passes {
+            if pause_ms > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            }
+            let t0 = thread_cpu_ms();
+            sink = sink.wrapping_add(pass(&mut buf));
+            total += thread_cpu_ms() - t0;
+        }
+        total / passes as f64
+    };
+    let open_ms = cpu_ms_per_pass(&mut |buf| {
+        let mut n = 0usize;
         for f in &files {
-            if let Ok(file) = File::open(f) {
-                if let Ok(n) = file.read_at(&mut buf, 0) {
-                    sink = sink.wrapping_add(parse_any(&buf[..n]));
-                }
-            }
+            n = n.wrapping_add(open_read_parse(f, buf));
+        }
+        n
+    });
+    // Keep as many descriptors as RLIMIT_NOFILE allows (raised to the hard limit, as podstat
+    // does); the files past it are opened per pass, which is the cheapest reader possible
+    // under that limit.
+    let limit = podstat::reader::raise_nofile_limit().unwrap_or(1024);
+    // Leave room under the limit for the per-pass opens of the rest (podstat leaves 256).
+    let room = usize::try_from(limit.saturating_sub(256)).unwrap_or(usize::MAX);
+    let mut kept: Vec<File> = Vec::with_capacity(files.len().min(room));
+    let mut not_kept: Vec<&PathBuf> = Vec::new();
+    for f in &files {
+        match (kept.len() < room).then(|| File::open(f)) {
+            Some(Ok(file)) => kept.push(file),
+            _ => not_kept.push(f),
         }
     }
-    let open_ms = t0.elapsed().as_secs_f64() * 1e3 / passes as f64;
-    let kept: Vec<File> = files.iter().filter_map(|f| File::open(f).ok()).collect();
-    let t1 = Instant::now();
-    for _ in 0..passes {
+    let pread_ms = cpu_ms_per_pass(&mut |buf| {
+        let mut n = 0usize;
         for file in &kept {
-            if let Ok(n) = file.read_at(&mut buf, 0) {
-                sink = sink.wrapping_add(parse_any(&buf[..n]));
+            if let Ok(len) = file.read_at(buf, 0) {
+                n = n.wrapping_add(parse_any(&buf[..len]));
             }
         }
-    }
-    let pread_ms = t1.elapsed().as_secs_f64() * 1e3 / passes as f64;
+        for f in &not_kept {
+            n = n.wrapping_add(open_read_parse(f, buf));
+        }
+        n
+    });
     println!(
-        "floor: {} cgroups, {} files, open+read+close {open_ms:.2} ms/pass, kept fds + pread {pread_ms:.2} ms/pass (checksum {})",
+        "floor: {} cgroups, {} files, open+read+close {open_ms:.2} ms/pass, kept fds + pread {pread_ms:.2} ms/pass ({} kept, RLIMIT_NOFILE {limit}; checksum {})",
         targets.len(),
         files.len(),
+        kept.len(),
         sink % 10
     );
 }

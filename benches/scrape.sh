@@ -3,10 +3,10 @@
 # (cgroupfs driver layout, 3 containers per pod, one sleeping process in each pod's first
 # container), runs the release binary, scrapes it, and prints CPU per scrape, latency p50/p99,
 # body size plain and gzip, RSS, the memory its cgroup is charged (RSS plus kernel memory, which
-# includes ~4.5 KiB per kept descriptor), the descriptors kept, and the floor reader's cost
-# over the same cgroups.
-# Usage: benches/scrape.sh [N ...]   (default: 100 500 1000). PODSTAT_CONFIG=file passes a
-# config (e.g. `[reader] max_open_files = 0`). PODSTAT_KUBELET=1 also runs a loopback HTTPS
+# includes ~4.5 KiB per kept descriptor), the descriptors kept, and the floor reader's CPU
+# per pass over the same cgroups, paced like the scrapes (benches/floor.rs), with the ratio.
+# Usage: benches/scrape.sh [N ...]   (default: 100 500 1000); SCRAPES=k scrapes per size
+# (default 20). PODSTAT_CONFIG=file passes a config (e.g. `[reader] max_open_files = 0`). PODSTAT_KUBELET=1 also runs a loopback HTTPS
 # kubelet (benches/fake_kubelet.py) listing the bench's pods and points podstat at it, to
 # measure the cost of the metadata join. Cleans up by PID and by its own unique top-level
 # cgroup name.
@@ -33,7 +33,7 @@ if [ -e /sys/fs/cgroup/memory/cgroup.procs ]; then MEMCG=/sys/fs/cgroup/memory/$
 else MEMCG=/sys/fs/cgroup/$TOP-self; CHARGE=memory.current; fi
 mkdir -p "$MEMCG"
 trap 'cleanup; rmdir "$MEMCG" 2>/dev/null || true' EXIT
-printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-7s %-10s %-7s %-20s\n" containers cgroups cpu_ms/scr p50_ms p99_ms plain_KiB gzip_KiB rss_MiB memcg_MiB kept_fd "floor open/pread ms"
+printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-7s %-10s %-7s %-20s %-16s %s\n" containers cgroups cpu_ms/scr p50_ms p99_ms plain_KiB gzip_KiB rss_MiB memcg_MiB kept_fd "floor open/pread ms" "floor kept/files" "cpu/floor"
 for N in "${SIZES[@]}"; do
   for c in "${CTRLS[@]}"; do
     for ((i = 0; i < N; i++)); do
@@ -56,7 +56,7 @@ for N in "${SIZES[@]}"; do
   sleep 1; curl -s -o /dev/null http://127.0.0.1:$PORT/metrics
   T0=$(awk '{print $14+$15}' /proc/$PS/stat)
   LAT=()
-  K=20
+  K=${SCRAPES:-20}
   for ((k = 0; k < K; k++)); do
     LAT+=($(curl -s -o /dev/null -H 'Accept-Encoding: gzip' -w '%{time_total}' http://127.0.0.1:$PORT/metrics)); sleep 0.55
   done
@@ -74,12 +74,17 @@ for N in "${SIZES[@]}"; do
   [ -n "${PODSTAT_KUBELET:-}" ] && { kill "${PIDS[-2]}" 2>/dev/null || true; }
   SORTED=($(printf '%s\n' "${LAT[@]}" | sort -n))
   P50=${SORTED[$((K / 2))]}; P99=${SORTED[$((K - 1))]}
-  FL=$("$FLOOR" /sys/fs/cgroup 10 | sed -E 's/.*close ([0-9.]+) ms.*pread ([0-9.]+) ms.*/\1 \/ \2/')
-  printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-7s %-10s %-7s %-20s\n" "$N" "$CG" \
-    "$(echo "($T1 - $T0) * 10 / $K" | bc -l | xargs printf '%.2f')" \
+  # The floor paced like the scrapes above (a pass every 0.55 s), so both see the same caches.
+  FLOUT=$("$FLOOR" /sys/fs/cgroup 10 550)
+  FL=$(echo "$FLOUT" | sed -E 's/.*close ([0-9.]+) ms.*pread ([0-9.]+) ms.*/\1 \/ \2/')
+  FK=$(echo "$FLOUT" | sed -E 's/.* ([0-9]+) cgroups, ([0-9]+) files.*\(([0-9]+) kept.*/\3\/\2/')
+  CPU=$(echo "($T1 - $T0) * 10 / $K" | bc -l)
+  PREAD=$(echo "$FLOUT" | sed -E 's/.*pread ([0-9.]+) ms.*/\1/')
+  printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-7s %-10s %-7s %-20s %-16s %s\n" "$N" "$CG" \
+    "$(printf '%.2f' "$CPU")" \
     "$(echo "$P50 * 1000" | bc -l | xargs printf '%.1f')" "$(echo "$P99 * 1000" | bc -l | xargs printf '%.1f')" \
     "$((PLAIN / 1024))" "$((GZ / 1024))" "$(echo "$RSS / 1024" | bc -l | xargs printf '%.1f')" \
-    "$(echo "$MEM / 1048576" | bc -l | xargs printf '%.1f')" "$KEPT" "$FL"
+    "$(echo "$MEM / 1048576" | bc -l | xargs printf '%.1f')" "$KEPT" "$FL" "$FK" "$(echo "$CPU / $PREAD" | bc -l | xargs printf '%.2f')"
   [ "$IDLE0" != "$IDLE1" ] && echo "  note: $((IDLE1 - IDLE0)) ticks of CPU while idle"
   [ -n "${PODSTAT_KUBELET:-}" ] && echo "  containers labelled from the kubelet (image!=\"\"): $JOINED"
   for c in "${CTRLS[@]}"; do find "$c/$TOP" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done

@@ -235,7 +235,47 @@ pub struct ReaderConfig {
     #[serde(default = "defaults::keep_files_open")]
     pub keep_files_open: bool,
     #[serde(default = "defaults::max_open_files")]
-    pub max_open_files: usize,
+    pub max_open_files: MaxOpenFiles,
+}
+
+/// `[reader] max_open_files`: "auto" or a number of descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxOpenFiles {
+    /// As many as fit in podstat's memory limit (see `memlimit`), within RLIMIT_NOFILE.
+    Auto,
+    /// At most this many; 0: as many as RLIMIT_NOFILE allows.
+    Count(usize),
+}
+
+impl<'de> Deserialize<'de> for MaxOpenFiles {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = MaxOpenFiles;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"auto\" or a number of descriptors")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MaxOpenFiles, E> {
+                match v {
+                    "auto" => Ok(MaxOpenFiles::Auto),
+                    _ => Err(E::custom(format!(
+                        "bad max_open_files {v:?}: use \"auto\" or a number"
+                    ))),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<MaxOpenFiles, E> {
+                usize::try_from(v)
+                    .map(MaxOpenFiles::Count)
+                    .map_err(|_| E::custom(format!("bad max_open_files {v}: must not be negative")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<MaxOpenFiles, E> {
+                usize::try_from(v)
+                    .map(MaxOpenFiles::Count)
+                    .map_err(|_| E::custom("max_open_files is too large"))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -306,6 +346,8 @@ pub struct DiscoveryConfig {
     pub raw_include: PatternSet,
     #[serde(default = "defaults::raw_exclude")]
     pub raw_exclude: PatternSet,
+    #[serde(default = "defaults::watch")]
+    pub watch: bool,
 }
 
 /// A list of cgroup path globs, compiled once at load time.
@@ -406,7 +448,7 @@ defaults! {
     log: LogConfig = log;
     reader: ReaderConfig = reader;
     keep_files_open: bool = reader.keep_files_open;
-    max_open_files: usize = reader.max_open_files;
+    max_open_files: MaxOpenFiles = reader.max_open_files;
     collectors: CollectorsConfig = collectors;
     discovery: DiscoveryConfig = discovery;
     listen: SocketAddr = server.listen;
@@ -428,6 +470,7 @@ defaults! {
     max_depth: usize = discovery.max_depth;
     raw_include: PatternSet = discovery.raw_include;
     raw_exclude: PatternSet = discovery.raw_exclude;
+    watch: bool = discovery.watch;
     kubernetes: KubernetesConfig = kubernetes;
     labels: LabelsConfig = labels;
     filters: FiltersConfig = filters;
@@ -567,5 +610,28 @@ mod tests {
             .expect_err("bad glob")
             .to_string();
         assert!(err.starts_with("t.toml:2:15:"), "{err}");
+    }
+
+    #[test]
+    fn max_open_files_is_auto_or_a_count() {
+        assert_eq!(
+            parse("", "t").expect("default").reader.max_open_files,
+            MaxOpenFiles::Auto
+        );
+        let n = |text: &str| parse(text, "t.toml").map(|c| c.reader.max_open_files);
+        assert_eq!(
+            n("[reader]\nmax_open_files = 4096\n").expect("count"),
+            MaxOpenFiles::Count(4096)
+        );
+        assert_eq!(
+            n("[reader]\nmax_open_files = 0\n").expect("zero"),
+            MaxOpenFiles::Count(0)
+        );
+        for bad in ["\"lots\"", "-1", "1.5"] {
+            let err = n(&format!("[reader]\nmax_open_files = {bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.starts_with("t.toml:2:18:"), "{bad}: {err}");
+        }
     }
 }

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::config::MaxOpenFiles;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// ENOENT: the file does not exist (controller off, old kernel) or its cgroup was removed.
@@ -64,18 +66,21 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 }
 
 impl FdBudget {
-    /// The budget for `configured` descriptors (0: the current soft RLIMIT_NOFILE minus a
-    /// reserve), never more than the soft limit allows.
-    pub fn from_config(configured: usize) -> FdBudget {
+    /// The budget for `configured`, never more than the soft RLIMIT_NOFILE allows (minus a
+    /// reserve). `Auto` also keeps the kernel memory of kept descriptors inside `memory_limit`
+    /// (podstat's own cgroup limit, see [`crate::memlimit`]); `Count(0)` is the RLIMIT alone.
+    pub fn from_config(configured: MaxOpenFiles, memory_limit: Option<u64>) -> FdBudget {
         use nix::sys::resource::{getrlimit, Resource};
         let soft = getrlimit(Resource::RLIMIT_NOFILE)
             .map(|(soft, _)| soft)
             .unwrap_or(1024);
         let allowed = usize::try_from(soft.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
-        FdBudget::new(if configured == 0 {
-            allowed
-        } else {
-            configured.min(allowed)
+        FdBudget::new(match configured {
+            MaxOpenFiles::Count(0) => allowed,
+            MaxOpenFiles::Count(n) => n.min(allowed),
+            MaxOpenFiles::Auto => memory_limit
+                .map_or(allowed, crate::memlimit::descriptors_within)
+                .min(allowed),
         })
     }
 
@@ -138,6 +143,9 @@ const ABSENT_RECHECK: u32 = 16;
 #[derive(Debug, Default)]
 pub struct FileCache {
     slots: Vec<(&'static str, usize, Slot)>,
+    /// Where the next lookup starts: the collectors read a cgroup's files in the same order
+    /// every time, so the slot after the last one found is almost always the one wanted.
+    next: usize,
 }
 
 impl FileCache {
@@ -250,11 +258,13 @@ impl Reader {
         name: &'static str,
     ) -> Result<Option<&[u8]>, ReadError> {
         let dir_key = dir.as_os_str().as_encoded_bytes().as_ptr() as usize;
-        let found = cache
-            .slots
-            .iter()
-            .position(|(n, d, _)| *d == dir_key && *n == name);
+        let is_it = |(n, d, _): &(&'static str, usize, Slot)| *d == dir_key && *n == name;
+        let found = match cache.slots.get(cache.next) {
+            Some(slot) if is_it(slot) => Some(cache.next),
+            _ => cache.slots.iter().position(is_it),
+        };
         if let Some(i) = found {
+            cache.next = i + 1;
             match &mut cache.slots[i].2 {
                 Slot::Open(kept) => {
                     let result = read_whole(&kept.file, &mut self.buf);
@@ -286,6 +296,7 @@ impl Reader {
                 if matches!(err, ReadError::Missing(_)) {
                     let skip = ABSENT_RECHECK;
                     cache.slots.push((name, dir_key, Slot::Absent { skip }));
+                    cache.next = cache.slots.len();
                 }
                 return Err(err);
             }
@@ -295,6 +306,7 @@ impl Reader {
             cache
                 .slots
                 .push((name, dir_key, Slot::Open(KeptFile { file, budget })));
+            cache.next = cache.slots.len();
         }
         Ok(Some(&self.buf[..len]))
     }

@@ -110,6 +110,8 @@ pub struct Snapshot {
     pub discovery_failed: bool,
     pub duration: Duration,
     pub files_read: u64,
+    /// What discovery's walk listed and watched.
+    pub walk: crate::discovery::WalkStats,
     /// Descriptors kept open after this collection, and the most allowed.
     pub kept_descriptors: (usize, usize),
     /// Label values cut to the length limit while rendering labels in this collection.

@@ -7,8 +7,8 @@
 
 pub mod layout;
 pub mod mounts;
+mod watch;
 
-use std::collections::HashMap;
 use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -20,6 +20,8 @@ use crate::meta::join::Resolved;
 use crate::reader::FileCache;
 pub use layout::{CgroupKind, Runtime};
 pub use mounts::{CgroupLayout, CgroupMode};
+use nix::sys::inotify::WatchDescriptor;
+use watch::{Changes, DirWatcher};
 
 /// The per-controller directories of one cgroup (those that exist in this layout).
 #[derive(Debug, Clone, Default)]
@@ -185,24 +187,76 @@ pub enum DiscoveryError {
     },
 }
 
+/// A cgroup directory below which discovery looks for children, with what it found there
+/// at its last listing.
+struct DirNode {
+    dir: PathBuf,
+    /// Path relative to the hierarchy root: "" for the root, else "/a/b".
+    rel: String,
+    depth: usize,
+    /// The inotify watch that says whether `children` is still current (None: list every walk).
+    watch: Option<WatchDescriptor>,
+    /// False until listed, and after a failed listing.
+    listed: bool,
+    /// Sorted by name, descending (the order the golden files were written in).
+    children: Vec<Child>,
+}
+
+struct Child {
+    name: String,
+    inode: u64,
+    /// Reported on (raw cgroups only when the include/exclude patterns say so).
+    target: Option<Arc<Target>>,
+    /// Walked below (root, QoS, pod and raw cgroups; containers are leaves).
+    descend: bool,
+    /// Its own children, once walked.
+    node: Option<Box<DirNode>>,
+}
+
+/// Counts of one walk, for self-metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalkStats {
+    /// Directories listed in this walk (the rest were unchanged under a live watch).
+    pub dirs_listed: u64,
+    /// Directories walked below, listed or not.
+    pub dirs_walked: u64,
+    /// Directories watched for changes now.
+    pub watches: u64,
+}
+
 /// Walks the hierarchy and keeps the targets between walks.
 pub struct Discovery {
     pub layout: CgroupLayout,
     config: DiscoveryConfig,
-    known: HashMap<String, Arc<Target>>,
+    root: Option<(u64, Arc<Target>)>,
+    tree: Option<Box<DirNode>>,
+    watcher: DirWatcher,
+    changes: Changes,
+    last: WalkStats,
 }
 
 impl Discovery {
     pub fn new(layout: CgroupLayout, config: DiscoveryConfig) -> Discovery {
+        let watcher = DirWatcher::new(config.watch);
         Discovery {
             layout,
             config,
-            known: HashMap::new(),
+            root: None,
+            tree: None,
+            watcher,
+            changes: Changes::default(),
+            last: WalkStats::default(),
         }
     }
 
+    /// What the last [`Discovery::refresh`] did.
+    pub fn last_walk(&self) -> WalkStats {
+        self.last
+    }
+
     /// Returns the current targets, in walk order (parents before children, siblings sorted),
-    /// so the exposition is stable between scrapes.
+    /// so the exposition is stable between scrapes. Directories whose watch saw no change since
+    /// their last listing are not listed again.
     pub fn refresh(&mut self) -> Result<Vec<Arc<Target>>, DiscoveryError> {
         let root = self
             .layout
@@ -213,80 +267,330 @@ impl Discovery {
             path: root.display().to_string(),
             source,
         })?;
-        let mut found = Vec::with_capacity(self.known.len() + 1);
-        let mut next = HashMap::with_capacity(self.known.len() + 1);
-        self.visit(
-            String::from("/"),
-            std::os::unix::fs::MetadataExt::ino(&root_meta),
-            CgroupKind::Root,
-            &mut found,
-            &mut next,
-        );
-        let mut stack = vec![(root.clone(), String::new(), 0usize)];
-        while let Some((dir, rel, depth)) = stack.pop() {
-            if depth >= self.config.max_depth {
-                continue;
+        let root_inode = std::os::unix::fs::MetadataExt::ino(&root_meta);
+        let root_target = match &self.root {
+            Some((inode, t)) if *inode == root_inode => Arc::clone(t),
+            _ => {
+                // A new hierarchy under the same mount point: nothing known below it holds.
+                if let Some(old) = self.tree.take() {
+                    unwatch_tree(&mut self.watcher, &old);
+                }
+                let t = Arc::new(Target::new(
+                    &self.layout,
+                    String::from("/"),
+                    CgroupKind::Root,
+                    root_inode,
+                ));
+                self.root = Some((root_inode, Arc::clone(&t)));
+                t
             }
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                // A cgroup removed while walking: nothing below it to report.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) if depth == 0 => {
-                    return Err(DiscoveryError::Walk {
-                        path: dir.display().to_string(),
-                        source,
-                    })
-                }
-                Err(_) => continue,
-            };
-            let mut children: Vec<(String, u64)> = entries
-                .filter_map(Result::ok)
-                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-                .filter_map(|e| Some((e.file_name().into_string().ok()?, e.ino())))
-                .collect();
-            // Sorted so the output does not depend on readdir order (descending: the order the
-            // golden files were written in).
-            children.sort_unstable_by(|a, b| b.0.cmp(&a.0));
-            for (name, inode) in children {
-                let child_rel = format!("{rel}/{name}");
-                let kind = layout::classify(&child_rel);
-                let descend = matches!(
-                    kind,
-                    CgroupKind::Qos | CgroupKind::Pod { .. } | CgroupKind::Raw | CgroupKind::Root
-                );
-                let export = match &kind {
-                    CgroupKind::Raw => {
-                        self.config.raw_include.is_match(&child_rel)
-                            && !self.config.raw_exclude.is_match(&child_rel)
-                    }
-                    CgroupKind::Skip => false,
-                    _ => true,
-                };
-                if export {
-                    self.visit(child_rel.clone(), inode, kind, &mut found, &mut next);
-                }
-                if descend {
-                    stack.push((dir.join(&name), child_rel, depth + 1));
-                }
-            }
+        };
+        self.watcher.drain(&mut self.changes);
+        let mut walk = Walk {
+            layout: &self.layout,
+            config: &self.config,
+            watcher: &mut self.watcher,
+            changes: &self.changes,
+            stats: WalkStats::default(),
+        };
+        let mut found = Vec::with_capacity(self.last.dirs_walked as usize * 4 + 1);
+        found.push(root_target);
+        let tree = self
+            .tree
+            .get_or_insert_with(|| Box::new(DirNode::new(root.clone(), String::new(), 0)));
+        let walked = walk.expand(tree, &mut found);
+        let mut stats = walk.stats;
+        self.changes.clear();
+        if let Err(source) = walked {
+            // Listing the root failed: report it, and list it again next time.
+            return Err(DiscoveryError::Walk {
+                path: root.display().to_string(),
+                source,
+            });
         }
-        self.known = next;
+        stats.watches = self.watcher.watches() as u64;
+        self.last = stats;
         Ok(found)
     }
+}
 
-    fn visit(
-        &self,
-        path: String,
-        inode: u64,
-        kind: CgroupKind,
-        found: &mut Vec<Arc<Target>>,
-        next: &mut HashMap<String, Arc<Target>>,
-    ) {
-        let target = match self.known.get(&path) {
-            Some(t) if t.inode == inode => Arc::clone(t),
-            _ => Arc::new(Target::new(&self.layout, path.clone(), kind, inode)),
-        };
-        found.push(Arc::clone(&target));
-        next.insert(path, target);
+impl DirNode {
+    fn new(dir: PathBuf, rel: String, depth: usize) -> DirNode {
+        DirNode {
+            dir,
+            rel,
+            depth,
+            watch: None,
+            listed: false,
+            children: Vec::new(),
+        }
+    }
+}
+
+fn unwatch_tree(watcher: &mut DirWatcher, node: &DirNode) {
+    if let Some(wd) = node.watch {
+        watcher.unwatch(wd);
+    }
+    for child in &node.children {
+        if let Some(n) = &child.node {
+            unwatch_tree(watcher, n);
+        }
+    }
+}
+
+/// One walk over the cached tree.
+struct Walk<'a> {
+    layout: &'a CgroupLayout,
+    config: &'a DiscoveryConfig,
+    watcher: &'a mut DirWatcher,
+    changes: &'a Changes,
+    stats: WalkStats,
+}
+
+impl Walk<'_> {
+    /// Emits `node`'s exported children (descending by name), then walks into each child it
+    /// descends into (ascending): the order of a depth-first walk with an explicit stack, which
+    /// is what the golden files were written with.
+    fn expand(&mut self, node: &mut DirNode, found: &mut Vec<Arc<Target>>) -> std::io::Result<()> {
+        if node.depth >= self.config.max_depth {
+            return Ok(());
+        }
+        self.stats.dirs_walked += 1;
+        if node.watch.is_none() && !node.listed {
+            node.watch = self.watcher.watch(&node.dir);
+        }
+        if !node.listed || self.changes.touches(node.watch) {
+            self.stats.dirs_listed += 1;
+            if let Err(e) = self.relist(node) {
+                node.listed = false;
+                node.children.clear();
+                if node.depth == 0 && e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(e);
+                }
+                // A cgroup removed while walking: nothing below it to report.
+                return Ok(());
+            }
+        }
+        found.extend(node.children.iter().filter_map(|c| c.target.clone()));
+        for child in node.children.iter_mut().rev().filter(|c| c.descend) {
+            let sub = child.node.get_or_insert_with(|| {
+                Box::new(DirNode::new(
+                    node.dir.join(&child.name),
+                    format!("{}/{}", node.rel, child.name),
+                    node.depth + 1,
+                ))
+            });
+            // Errors below the root only ever mean "skip this subtree".
+            let _ = self.expand(sub, found);
+        }
+        Ok(())
+    }
+
+    /// Lists `node` again, keeping the targets (and walked subtrees) of children whose name and
+    /// inode did not change.
+    fn relist(&mut self, node: &mut DirNode) -> std::io::Result<()> {
+        let mut listed: Vec<(String, u64)> = std::fs::read_dir(&node.dir)?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .filter_map(|e| Some((e.file_name().into_string().ok()?, e.ino())))
+            .collect();
+        listed.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        // Both lists are sorted descending: walk them together.
+        let mut old = std::mem::take(&mut node.children).into_iter().peekable();
+        let mut children = Vec::with_capacity(listed.len());
+        for (name, inode) in listed {
+            while let Some(gone) = old.next_if(|c| c.name > name) {
+                if let Some(n) = &gone.node {
+                    unwatch_tree(self.watcher, n);
+                }
+            }
+            if let Some(mut same) = old.next_if(|c| c.name == name) {
+                if same.inode == inode {
+                    children.push(same);
+                    continue;
+                }
+                // Removed and recreated under the same name: nothing carries over.
+                if let Some(n) = same.node.take() {
+                    unwatch_tree(self.watcher, &n);
+                }
+            }
+            let rel = format!("{}/{name}", node.rel);
+            let kind = layout::classify(&rel);
+            let descend = matches!(
+                kind,
+                CgroupKind::Qos | CgroupKind::Pod { .. } | CgroupKind::Raw | CgroupKind::Root
+            );
+            let export = match &kind {
+                CgroupKind::Raw => {
+                    self.config.raw_include.is_match(&rel)
+                        && !self.config.raw_exclude.is_match(&rel)
+                }
+                CgroupKind::Skip => false,
+                _ => true,
+            };
+            let target = export.then(|| Arc::new(Target::new(self.layout, rel, kind, inode)));
+            children.push(Child {
+                name,
+                inode,
+                target,
+                descend,
+                node: None,
+            });
+        }
+        // Children that are gone take their watches along.
+        for gone in old {
+            if let Some(n) = &gone.node {
+                unwatch_tree(self.watcher, n);
+            }
+        }
+        node.children = children;
+        node.listed = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::default_config;
+
+    const POD: &str = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0a1b2c3d_0000_4000_8000_000000000001.slice";
+
+    fn container(i: usize) -> String {
+        format!("{POD}/cri-containerd-{i:064x}.scope")
+    }
+
+    /// A v2-shaped tree in a temporary directory (inotify works there as on cgroupfs).
+    fn tree(containers: usize) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("cgroup.controllers"), "cpu memory\n").expect("write");
+        for i in 0..containers {
+            std::fs::create_dir_all(d.path().join(&container(i)[1..])).expect("mkdir");
+        }
+        std::fs::create_dir_all(d.path().join("system.slice/cron.service")).expect("mkdir");
+        d
+    }
+
+    fn discovery(root: &Path, watch: bool) -> Discovery {
+        let mut config = default_config().expect("default config").discovery;
+        config.watch = watch;
+        Discovery::new(CgroupLayout::probe(root), config)
+    }
+
+    fn paths(targets: &[Arc<Target>]) -> Vec<String> {
+        targets.iter().map(|t| t.path.clone()).collect()
+    }
+
+    #[test]
+    fn unchanged_directories_are_not_listed_again() {
+        let d = tree(5);
+        let mut watched = discovery(d.path(), true);
+        let first = watched.refresh().expect("walk");
+        let walk = watched.last_walk();
+        assert_eq!(
+            walk.dirs_listed, walk.dirs_walked,
+            "first walk lists everything"
+        );
+        assert!(
+            walk.watches >= 5,
+            "root, kubepods, QoS, pod, system.slice: {walk:?}"
+        );
+        let second = watched.refresh().expect("walk");
+        assert_eq!(watched.last_walk().dirs_listed, 0);
+        assert_eq!(paths(&first), paths(&second));
+        assert!(
+            first.iter().zip(&second).all(|(a, b)| Arc::ptr_eq(a, b)),
+            "the same targets, with their kept descriptors and labels"
+        );
+
+        let mut unwatched = discovery(d.path(), false);
+        let first = unwatched.refresh().expect("walk");
+        let second = unwatched.refresh().expect("walk");
+        assert!(
+            first.iter().zip(&second).all(|(a, b)| Arc::ptr_eq(a, b)),
+            "listing a directory again keeps the targets of unchanged cgroups"
+        );
+        assert_eq!(
+            unwatched.last_walk().dirs_listed,
+            walk.dirs_walked,
+            "without watches every directory is listed"
+        );
+        assert_eq!(unwatched.last_walk().watches, 0);
+    }
+
+    #[test]
+    fn created_removed_and_recreated_cgroups_are_seen_at_the_next_walk() {
+        let d = tree(2);
+        let mut watched = discovery(d.path(), true);
+        let mut unwatched = discovery(d.path(), false);
+        let before = watched.refresh().expect("walk");
+        unwatched.refresh().expect("walk");
+
+        // A new container in the pod: only the pod directory is listed again.
+        std::fs::create_dir(d.path().join(&container(7)[1..])).expect("mkdir");
+        let after = watched.refresh().expect("walk");
+        assert_eq!(watched.last_walk().dirs_listed, 1);
+        assert!(paths(&after).contains(&container(7)));
+        for t in &before {
+            let same = after
+                .iter()
+                .find(|a| a.path == t.path)
+                .expect("still there");
+            assert!(
+                Arc::ptr_eq(t, same),
+                "{} was rebuilt by its directory's relisting",
+                t.path
+            );
+        }
+        assert_eq!(paths(&after), paths(&unwatched.refresh().expect("walk")));
+
+        // Removed: gone at once.
+        std::fs::remove_dir(d.path().join(&container(0)[1..])).expect("rmdir");
+        let after = watched.refresh().expect("walk");
+        assert!(!paths(&after).contains(&container(0)));
+        assert_eq!(paths(&after), paths(&unwatched.refresh().expect("walk")));
+
+        // Removed and recreated under the same path between two walks: a new target.
+        let old = before
+            .iter()
+            .find(|t| t.path == container(1))
+            .expect("container 1")
+            .clone();
+        std::fs::remove_dir(d.path().join(&container(1)[1..])).expect("rmdir");
+        std::fs::create_dir(d.path().join(&container(1)[1..])).expect("mkdir");
+        let after = watched.refresh().expect("walk");
+        let new = after
+            .iter()
+            .find(|t| t.path == container(1))
+            .expect("container 1 again");
+        assert!(
+            !Arc::ptr_eq(&old, new),
+            "no state carried over from the old cgroup"
+        );
+        assert_ne!(old.inode, new.inode);
+
+        // A whole pod removed, then a new one created: its subtree is walked from scratch.
+        std::fs::remove_dir_all(d.path().join(&POD[1..])).expect("rm pod");
+        let after = watched.refresh().expect("walk");
+        assert!(!paths(&after).iter().any(|p| p.starts_with(POD)));
+        std::fs::create_dir_all(d.path().join(&container(9)[1..])).expect("mkdir");
+        let after = watched.refresh().expect("walk");
+        assert!(paths(&after).contains(&container(9)));
+        assert_eq!(paths(&after), paths(&unwatched.refresh().expect("walk")));
+        watched.refresh().expect("walk");
+        assert_eq!(watched.last_walk().dirs_listed, 0, "quiet again");
+    }
+
+    #[test]
+    fn renamed_cgroups_are_seen() {
+        let d = tree(1);
+        let mut watched = discovery(d.path(), true);
+        watched.refresh().expect("walk");
+        let from = d.path().join("system.slice/cron.service");
+        let to = d.path().join("system.slice/atd.service");
+        std::fs::rename(&from, &to).expect("rename");
+        let after = paths(&watched.refresh().expect("walk"));
+        assert!(after.contains(&"/system.slice/atd.service".to_string()));
+        assert!(!after.contains(&"/system.slice/cron.service".to_string()));
     }
 }

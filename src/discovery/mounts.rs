@@ -125,6 +125,7 @@ mod tests {
     fn mount(point: &str, controllers: Option<&[&str]>) -> CgroupMount {
         CgroupMount {
             mount_point: PathBuf::from(point),
+            root: PathBuf::from("/"),
             controllers: controllers.map(|c| c.iter().map(|s| s.to_string()).collect()),
         }
     }

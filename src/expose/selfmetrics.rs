@@ -20,9 +20,11 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str, &str)] = &[
     ("podstat_collector_duration_seconds", Gauge, "collector", "Time each collector spent in the last collection, in seconds."),
     ("podstat_collector_success", Gauge, "collector", "1 if the collector read every available file without error in the last collection."),
     ("podstat_containers_discovered", Gauge, "kind", "Cgroups reported in the last collection, by kind (root, qos, pod, container, raw)."),
+    ("podstat_discovery_dirs_listed", Gauge, "", "Cgroup directories listed by the last collection's walk; the others had no cgroup created, removed or renamed in them since their last listing ([discovery] watch)."),
+    ("podstat_discovery_watches", Gauge, "", "Cgroup directories watched with inotify for created and removed cgroups; 0 when [discovery] watch is off."),
     ("podstat_files_read", Gauge, "", "Files opened by the last collection (reads through kept descriptors are not counted)."),
     ("podstat_kept_descriptors", Gauge, "", "Cgroup file descriptors kept open between collections."),
-    ("podstat_kept_descriptors_limit", Gauge, "", "Most cgroup file descriptors podstat keeps open ([reader] max_open_files or the RLIMIT_NOFILE budget); 0 when keep_files_open is off."),
+    ("podstat_kept_descriptors_limit", Gauge, "", "Most cgroup file descriptors podstat keeps open ([reader] max_open_files: by default what fits in podstat's memory limit, within RLIMIT_NOFILE); 0 when keep_files_open is off."),
     ("podstat_label_values_truncated_total", Counter, "", "Label values cut to [limits] max_label_value_length (counted when a cgroup's labels are rendered)."),
     ("podstat_metadata_age_seconds", Gauge, "", "Age of the pod metadata served (since the last successful fetch); absent before the first. Only with a metadata source."),
     ("podstat_metadata_errors_total", Counter, "kind", "Failed metadata fetches by kind: connect, timeout, http, too_large, decode, token, tls."),
@@ -173,6 +175,19 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
             n as f64,
         );
     }
+
+    single(
+        enc,
+        "podstat_discovery_dirs_listed",
+        &[],
+        snapshot.walk.dirs_listed as f64,
+    );
+    single(
+        enc,
+        "podstat_discovery_watches",
+        &[],
+        snapshot.walk.watches as f64,
+    );
 
     single(enc, "podstat_files_read", &[], snapshot.files_read as f64);
 

@@ -12,6 +12,10 @@ use super::ParseError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMount {
     pub mount_point: PathBuf,
+    /// The cgroup this mount shows at its mount point (mountinfo's root field): `/` for a
+    /// whole hierarchy, a cgroup path for a container's view, `/..`-prefixed from inside a
+    /// cgroup namespace that does not contain it.
+    pub root: PathBuf,
     /// `None` for cgroup2; for v1 the controllers in the super options (`cpu`, `cpuacct`, ...)
     /// or the `name=` of a named hierarchy (`name=systemd`).
     pub controllers: Option<Vec<String>>,
@@ -45,6 +49,7 @@ pub fn cgroup_mounts(mountinfo: &[u8]) -> Result<Vec<CgroupMount>, ParseError> {
         match info.fs_type.as_str() {
             "cgroup2" => out.push(CgroupMount {
                 mount_point: info.mount_point.clone(),
+                root: PathBuf::from(&info.root),
                 controllers: None,
             }),
             "cgroup" => {
@@ -60,6 +65,7 @@ pub fn cgroup_mounts(mountinfo: &[u8]) -> Result<Vec<CgroupMount>, ParseError> {
                 controllers.sort();
                 out.push(CgroupMount {
                     mount_point: info.mount_point.clone(),
+                    root: PathBuf::from(&info.root),
                     controllers: Some(controllers),
                 });
             }

@@ -74,6 +74,7 @@ fn render(cgroup_fixture: &str) -> String {
         s.lines()
             .filter(|l| {
                 !l.starts_with("podstat_files_read ")
+                    && !l.starts_with("podstat_discovery_dirs_listed ")
                     && !l.starts_with("podstat_collections_total ")
             })
             .collect::<Vec<_>>()
@@ -83,6 +84,13 @@ fn render(cgroup_fixture: &str) -> String {
         without_opens(&first),
         without_opens(&second),
         "kept descriptors changed the output"
+    );
+    let listed = |s: &str| sample_value(s, "podstat_discovery_dirs_listed", &[]).unwrap_or(-1.0);
+    assert!(listed(&first) > 0.0, "the first walk lists the tree");
+    assert_eq!(
+        listed(&second),
+        0.0,
+        "nothing changed, nothing listed again"
     );
     let opens = |s: &str| sample_value(s, "podstat_files_read", &[]).unwrap_or(0.0);
     assert!(

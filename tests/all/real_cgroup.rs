@@ -335,3 +335,62 @@ fn real_cgroups_agree_with_the_kernel() {
     drop((pod_ns, peer_ns));
     drop(cgroups);
 }
+
+/// `max_open_files = "auto"` sizes the descriptor budget from the memory limit of the cgroup
+/// podstat runs in (read through /proc/self/cgroup and mountinfo on this real host).
+#[test]
+fn descriptor_budget_follows_podstats_own_memory_limit() {
+    if skip_unless(is_root(), "root (creates a memory cgroup)") {
+        return;
+    }
+    let mountinfo = std::fs::read("/proc/self/mountinfo").expect("mountinfo");
+    let mounts = podstat::parse::procfs::cgroup_mounts(&mountinfo).expect("mounts");
+    let layout = podstat::discovery::CgroupLayout::from_mounts(
+        &mounts,
+        std::path::Path::new("/sys/fs/cgroup"),
+    );
+    let (hierarchy, limit_file) = match (&layout.memory, &layout.unified) {
+        (Some(m), _) => (m.clone(), "memory.limit_in_bytes"),
+        (None, Some(u)) => (u.clone(), "memory.max"),
+        _ => panic!("no memory hierarchy"),
+    };
+    let dir = hierarchy.join(unique("podstat-memlimit-"));
+    std::fs::create_dir(&dir).expect("mkdir");
+    let _cgroup = CgroupGuard {
+        dirs: vec![dir.clone()],
+    };
+    const LIMIT: u64 = 40 << 20;
+    std::fs::write(dir.join(limit_file), LIMIT.to_string()).expect("set the limit");
+
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    // The shell moves itself into the cgroup, then becomes podstat.
+    let script = format!(
+        "echo $$ > {procs} && ulimit -n {hard} && exec {bin} once",
+        procs = dir.join("cgroup.procs").display(),
+        bin = env!("CARGO_BIN_EXE_podstat"),
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("run podstat once");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = String::from_utf8_lossy(&out.stdout);
+    let budget = sample_value(&body, "podstat_kept_descriptors_limit", &[]).expect("budget");
+    let by_memory = podstat::memlimit::descriptors_within(LIMIT) as f64;
+    let by_rlimit = hard.saturating_sub(256) as f64;
+    assert!(
+        by_memory < by_rlimit,
+        "the limit chosen must be the binding one"
+    );
+    assert_eq!(
+        budget, by_memory,
+        "40 MiB leaves 8 MiB for 5 KiB descriptors"
+    );
+    let kept = sample_value(&body, "podstat_kept_descriptors", &[]).expect("kept");
+    assert!(kept <= budget, "{kept} kept over a budget of {budget}");
+}

@@ -303,6 +303,11 @@ impl Reader {
         };
         let len = read_whole(&file, &mut self.buf).map_err(|e| classify(&self.path, e))?;
         if let Some(budget) = self.budget.as_ref().and_then(FdBudget::try_take) {
+            // A cache fills once to ~19 slots; growing by 8 instead of doubling keeps ~0.4 MiB
+            // of unused capacity off a 1000-container node.
+            if cache.slots.len() == cache.slots.capacity() {
+                cache.slots.reserve_exact(8);
+            }
             cache
                 .slots
                 .push((name, dir_key, Slot::Open(KeptFile { file, budget })));

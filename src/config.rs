@@ -143,18 +143,11 @@ pub struct KeyPatterns {
 
 impl KeyPatterns {
     pub fn new(patterns: Vec<String>) -> Result<KeyPatterns, String> {
-        let mut builder = globset::GlobSetBuilder::new();
-        for p in &patterns {
-            if p.is_empty() {
-                return Err("empty key pattern".into());
-            }
-            let glob = globset::GlobBuilder::new(p)
-                .literal_separator(false)
-                .build()
-                .map_err(|e| format!("bad key pattern {p:?}: {}", e.kind()))?;
-            builder.add(glob);
+        if patterns.iter().any(String::is_empty) {
+            return Err("empty key pattern".into());
         }
-        let set = builder.build().map_err(|e| e.to_string())?;
+        // Keys have no path structure: `*` may match `/` (`app.kubernetes.io/*`).
+        let set = glob_set(&patterns, false, "key pattern")?;
         Ok(KeyPatterns { patterns, set })
     }
 
@@ -163,7 +156,7 @@ impl KeyPatterns {
     }
 
     pub fn is_match(&self, key: &str) -> bool {
-        !self.patterns.is_empty() && self.set.is_match(key)
+        self.set.is_match(key)
     }
 }
 
@@ -350,6 +343,24 @@ pub struct DiscoveryConfig {
     pub watch: bool,
 }
 
+/// Compiles `patterns` into one set; `what` names them in errors. With `literal_separator`,
+/// `*` stays within one `/`-separated component.
+fn glob_set(
+    patterns: &[String],
+    literal_separator: bool,
+    what: &str,
+) -> Result<globset::GlobSet, String> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let glob = globset::GlobBuilder::new(p)
+            .literal_separator(literal_separator)
+            .build()
+            .map_err(|e| format!("bad {what} {p:?}: {}", e.kind()))?;
+        builder.add(glob);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
 /// A list of cgroup path globs, compiled once at load time.
 #[derive(Clone)]
 pub struct PatternSet {
@@ -359,15 +370,7 @@ pub struct PatternSet {
 
 impl PatternSet {
     pub fn new(patterns: Vec<String>) -> Result<PatternSet, String> {
-        let mut builder = globset::GlobSetBuilder::new();
-        for p in &patterns {
-            let glob = globset::GlobBuilder::new(p)
-                .literal_separator(true)
-                .build()
-                .map_err(|e| format!("bad pattern {p:?}: {}", e.kind()))?;
-            builder.add(glob);
-        }
-        let set = builder.build().map_err(|e| e.to_string())?;
+        let set = glob_set(&patterns, true, "pattern")?;
         Ok(PatternSet { patterns, set })
     }
 

@@ -67,21 +67,38 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 
 impl FdBudget {
     /// The budget for `configured`, never more than the soft RLIMIT_NOFILE allows (minus a
-    /// reserve). `Auto` also keeps the kernel memory of kept descriptors inside `memory_limit`
-    /// (podstat's own cgroup limit, see [`crate::memlimit`]); `Count(0)` is the RLIMIT alone.
-    pub fn from_config(configured: MaxOpenFiles, memory_limit: Option<u64>) -> FdBudget {
+    /// reserve). `Auto` also keeps the kernel memory of kept descriptors inside podstat's own
+    /// memory limit, looked up through `proc_root` (see [`crate::memlimit`]); `Count(0)` is the
+    /// RLIMIT alone. Logs what it chose.
+    pub fn from_config(configured: MaxOpenFiles, proc_root: &Path) -> FdBudget {
         use nix::sys::resource::{getrlimit, Resource};
         let soft = getrlimit(Resource::RLIMIT_NOFILE)
             .map(|(soft, _)| soft)
             .unwrap_or(1024);
         let allowed = usize::try_from(soft.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
-        FdBudget::new(match configured {
-            MaxOpenFiles::Count(0) => allowed,
-            MaxOpenFiles::Count(n) => n.min(allowed),
-            MaxOpenFiles::Auto => memory_limit
-                .map_or(allowed, crate::memlimit::descriptors_within)
-                .min(allowed),
-        })
+        let memory = (configured == MaxOpenFiles::Auto)
+            .then(|| crate::memlimit::own_memory_limit(proc_root))
+            .flatten();
+        let limit = match (configured, &memory) {
+            (MaxOpenFiles::Count(0), _) | (MaxOpenFiles::Auto, None) => allowed,
+            (MaxOpenFiles::Count(n), _) => n.min(allowed),
+            (MaxOpenFiles::Auto, Some((bytes, _))) => {
+                crate::memlimit::descriptors_within(*bytes).min(allowed)
+            }
+        };
+        match &memory {
+            Some((bytes, file)) => tracing::info!(
+                kept_descriptors_limit = limit,
+                memory_limit = bytes,
+                limit_file = %file.display(),
+                "cgroup files kept open within the memory limit (about 5 KiB of kernel memory each)"
+            ),
+            None => tracing::info!(
+                kept_descriptors_limit = limit,
+                "cgroup files kept open (bounded by RLIMIT_NOFILE and [reader] max_open_files; no memory limit applies)"
+            ),
+        }
+        FdBudget::new(limit)
     }
 
     pub fn new(limit: usize) -> FdBudget {
@@ -149,6 +166,17 @@ pub struct FileCache {
 }
 
 impl FileCache {
+    /// Adds a slot for the file just read; the next lookup starts after it.
+    fn push(&mut self, name: &'static str, dir_key: usize, slot: Slot) {
+        // A cache fills once to ~19 slots; growing by 8 instead of doubling keeps ~0.4 MiB of
+        // unused capacity off a 1000-container node.
+        if self.slots.len() == self.slots.capacity() {
+            self.slots.reserve_exact(8);
+        }
+        self.slots.push((name, dir_key, slot));
+        self.next = self.slots.len();
+    }
+
     /// Closes what was kept for `dir` (a directory that is no longer used, such as the
     /// `/proc/<pid>/net` of a process that was replaced).
     pub fn forget_dir(&mut self, dir: &Path) {
@@ -295,23 +323,14 @@ impl Reader {
                 let err = classify(&self.path, e);
                 if matches!(err, ReadError::Missing(_)) {
                     let skip = ABSENT_RECHECK;
-                    cache.slots.push((name, dir_key, Slot::Absent { skip }));
-                    cache.next = cache.slots.len();
+                    cache.push(name, dir_key, Slot::Absent { skip });
                 }
                 return Err(err);
             }
         };
         let len = read_whole(&file, &mut self.buf).map_err(|e| classify(&self.path, e))?;
         if let Some(budget) = self.budget.as_ref().and_then(FdBudget::try_take) {
-            // A cache fills once to ~19 slots; growing by 8 instead of doubling keeps ~0.4 MiB
-            // of unused capacity off a 1000-container node.
-            if cache.slots.len() == cache.slots.capacity() {
-                cache.slots.reserve_exact(8);
-            }
-            cache
-                .slots
-                .push((name, dir_key, Slot::Open(KeptFile { file, budget })));
-            cache.next = cache.slots.len();
+            cache.push(name, dir_key, Slot::Open(KeptFile { file, budget }));
         }
         Ok(Some(&self.buf[..len]))
     }

@@ -185,28 +185,10 @@ impl Engine {
                 config.paths.cgroup_root.display()
             )
         })?;
-        let budget = config.reader.keep_files_open.then(|| {
-            let memory_limit = match config.reader.max_open_files {
-                crate::config::MaxOpenFiles::Auto => {
-                    crate::memlimit::own_memory_limit(&config.paths.proc_root)
-                }
-                crate::config::MaxOpenFiles::Count(_) => None,
-            };
-            let budget = FdBudget::from_config(config.reader.max_open_files, memory_limit.as_ref().map(|m| m.0));
-            match &memory_limit {
-                Some((bytes, file)) => tracing::info!(
-                    kept_descriptors_limit = budget.limit(),
-                    memory_limit = bytes,
-                    limit_file = %file.display(),
-                    "cgroup files kept open within the memory limit (about 5 KiB of kernel memory each)"
-                ),
-                None => tracing::info!(
-                    kept_descriptors_limit = budget.limit(),
-                    "cgroup files kept open (no memory limit found: bounded by RLIMIT_NOFILE and [reader] max_open_files)"
-                ),
-            }
-            budget
-        });
+        let budget = config
+            .reader
+            .keep_files_open
+            .then(|| FdBudget::from_config(config.reader.max_open_files, &config.paths.proc_root));
         let mut ctx = Ctx::new(
             mode,
             config.paths.proc_root.clone(),

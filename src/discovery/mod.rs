@@ -228,7 +228,7 @@ pub struct WalkStats {
 pub struct Discovery {
     pub layout: CgroupLayout,
     config: DiscoveryConfig,
-    root: Option<(u64, Arc<Target>)>,
+    root: Option<Arc<Target>>,
     tree: Option<Box<DirNode>>,
     watcher: DirWatcher,
     changes: Changes,
@@ -269,7 +269,7 @@ impl Discovery {
         })?;
         let root_inode = std::os::unix::fs::MetadataExt::ino(&root_meta);
         let root_target = match &self.root {
-            Some((inode, t)) if *inode == root_inode => Arc::clone(t),
+            Some(t) if t.inode == root_inode => Arc::clone(t),
             _ => {
                 // A new hierarchy under the same mount point: nothing known below it holds.
                 if let Some(old) = self.tree.take() {
@@ -281,7 +281,7 @@ impl Discovery {
                     CgroupKind::Root,
                     root_inode,
                 ));
-                self.root = Some((root_inode, Arc::clone(&t)));
+                self.root = Some(Arc::clone(&t));
                 t
             }
         };
@@ -332,9 +332,14 @@ fn unwatch_tree(watcher: &mut DirWatcher, node: &DirNode) {
         watcher.unwatch(wd);
     }
     for child in &node.children {
-        if let Some(n) = &child.node {
-            unwatch_tree(watcher, n);
-        }
+        unwatch_child(watcher, child);
+    }
+}
+
+/// Stops watching everything walked below `child` (it is gone, or no longer the same cgroup).
+fn unwatch_child(watcher: &mut DirWatcher, child: &Child) {
+    if let Some(n) = &child.node {
+        unwatch_tree(watcher, n);
     }
 }
 
@@ -400,19 +405,15 @@ impl Walk<'_> {
         let mut children = Vec::with_capacity(listed.len());
         for (name, inode) in listed {
             while let Some(gone) = old.next_if(|c| c.name > name) {
-                if let Some(n) = &gone.node {
-                    unwatch_tree(self.watcher, n);
-                }
+                unwatch_child(self.watcher, &gone);
             }
-            if let Some(mut same) = old.next_if(|c| c.name == name) {
+            if let Some(same) = old.next_if(|c| c.name == name) {
                 if same.inode == inode {
                     children.push(same);
                     continue;
                 }
                 // Removed and recreated under the same name: nothing carries over.
-                if let Some(n) = same.node.take() {
-                    unwatch_tree(self.watcher, &n);
-                }
+                unwatch_child(self.watcher, &same);
             }
             let rel = format!("{}/{name}", node.rel);
             let kind = layout::classify(&rel);
@@ -439,9 +440,7 @@ impl Walk<'_> {
         }
         // Children that are gone take their watches along.
         for gone in old {
-            if let Some(n) = &gone.node {
-                unwatch_tree(self.watcher, n);
-            }
+            unwatch_child(self.watcher, &gone);
         }
         node.children = children;
         node.listed = true;

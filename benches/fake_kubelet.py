@@ -1,15 +1,33 @@
 #!/usr/bin/env python3
 """A loopback HTTPS kubelet for benches/scrape.sh: serves GET /pods with a PodList for the
-bench's pods (uid pod%08x-0000-4000-8000-%012x, 3 containers each with IDs %064x), checks
-the bearer token. Usage: fake_kubelet.py PORT CERT KEY TOKEN N_CONTAINERS"""
-import http.server, json, ssl, sys
+bench's pods (3 containers each), checks the bearer token. Also names the bench's cgroups, so
+both agree. IDs are random-looking hex as runtimes make them (sha256 of the index), or with
+IDS=sequential the index in hex (which gzip compresses ~3x better: flattering).
+Usage: fake_kubelet.py PORT CERT KEY TOKEN N_CONTAINERS | fake_kubelet.py --names N_CONTAINERS"""
+import hashlib, http.server, json, os, ssl, sys
+
+SEQUENTIAL = os.environ.get("IDS", "random") == "sequential"
+
+def pod_uid(p):
+    if SEQUENTIAL:
+        return "%08x-0000-4000-8000-%012x" % (p, p)
+    h = hashlib.sha256(b"pod%d" % p).hexdigest()
+    return "%s-%s-4%s-8%s-%s" % (h[:8], h[8:12], h[13:16], h[17:20], h[20:32])
+
+def container_id(i):
+    return "%064x" % i if SEQUENTIAL else hashlib.sha256(b"container%d" % i).hexdigest()
+
+if sys.argv[1] == "--names":
+    # One cgroup path per container, below kubepods/burstable (cgroupfs driver).
+    for i in range(int(sys.argv[2])):
+        print("pod%s/%s" % (pod_uid(i // 3), container_id(i)))
+    sys.exit(0)
 
 port, cert, key, token, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 items = []
 for p in range((n + 2) // 3):
-    uid = "pod%08x-0000-4000-8000-%012x" % (p, p)
-    uid = uid[3:]  # the cgroup is "pod<uid>"
-    statuses = [{"name": "c%d" % c, "containerID": "containerd://%064x" % i, "image": "registry.example.com/team/app-%d:1.2.3" % c}
+    uid = pod_uid(p)
+    statuses = [{"name": "c%d" % c, "containerID": "containerd://%s" % container_id(i), "image": "registry.example.com/team/app-%d:1.2.3" % c}
                 for c, i in enumerate(range(p * 3, min(p * 3 + 3, n)))]
     items.append({"metadata": {"name": "app-%05x" % p, "namespace": "team-%d" % (p % 20), "uid": uid,
                                "labels": {"app": "app-%d" % (p % 50), "team": "t"}},

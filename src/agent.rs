@@ -17,6 +17,7 @@ use bytes::Bytes;
 
 use crate::config::MetadataSource;
 use crate::expose::encode::Encoder;
+use crate::expose::gzip::{HintedGzip, LineHint};
 use crate::expose::names::{self, FamilyCursor};
 use crate::expose::selfmetrics;
 use crate::meta::MetaStore;
@@ -55,12 +56,29 @@ pub struct Chunks {
 impl Chunks {
     /// Appends the next piece of the body to `out`; false once the body is complete.
     pub fn next_chunk(&mut self, out: &mut Vec<u8>) -> bool {
+        self.next_chunk_with(Encoder::new(std::mem::take(out)), out, &mut None)
+    }
+
+    /// [`Chunks::next_chunk`], also appending to `hints` where each container line's parts
+    /// are (offsets into `out`).
+    pub fn next_chunk_hinted(&mut self, out: &mut Vec<u8>, hints: &mut Vec<LineHint>) -> bool {
+        let mut kept = Some(std::mem::take(hints));
+        let more = self.next_chunk_with(Encoder::new(std::mem::take(out)), out, &mut kept);
+        *hints = kept.unwrap_or_default();
+        more
+    }
+
+    fn next_chunk_with(
+        &mut self,
+        mut enc: Encoder,
+        out: &mut Vec<u8>,
+        hints: &mut Option<Vec<LineHint>>,
+    ) -> bool {
         if self.done {
+            *out = enc.buf;
             return false;
         }
-        let mut enc = Encoder {
-            buf: std::mem::take(out),
-        };
+        enc.hints = hints.take();
         let limit = enc.buf.len() + CHUNK;
         if !self.containers_done {
             self.containers_done = names::encode_containers_until(
@@ -76,6 +94,7 @@ impl Chunks {
             self.done = true;
         }
         *out = enc.buf;
+        *hints = enc.hints;
         true
     }
 }
@@ -99,25 +118,21 @@ impl Rendered {
         out
     }
 
-    /// The gzip form (level 1: ~4x the encode cost instead of ~26x at the default level),
-    /// compressed once per collection however many scrapers ask, from chunks as they are
-    /// encoded so the plain text never exists whole.
+    /// The gzip form, compressed once per collection however many scrapers ask, from chunks
+    /// as they are encoded so the plain text never exists whole. The encoder tells the gzip
+    /// writer where each line's label prefix is, so it copies instead of searching
+    /// ([`crate::expose::gzip`]).
     pub fn gzipped(self: &Arc<Self>) -> Bytes {
         self.gzip
             .get_or_init(|| {
-                use std::io::Write;
-                let mut gz = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(CHUNK),
-                    flate2::Compression::fast(),
-                );
-                let mut chunk = Vec::with_capacity(CHUNK + 8 * 1024);
+                let mut gz = HintedGzip::new();
+                let mut hints = Vec::new();
                 let mut chunks = self.chunks();
-                while chunks.next_chunk(&mut chunk) {
-                    // Writing into a Vec cannot fail.
-                    let _ = gz.write_all(&chunk);
-                    chunk.clear();
+                while chunks.next_chunk_hinted(gz.window(), &mut hints) {
+                    gz.compress_appended(&hints);
+                    hints.clear();
                 }
-                let mut compressed = gz.finish().unwrap_or_default();
+                let mut compressed = gz.finish();
                 compressed.shrink_to_fit();
                 Bytes::from(compressed)
             })
@@ -249,9 +264,7 @@ impl Agent {
         // Drop the previous collection before keeping the new one: at most one is held here
         // (responses still being sent hold their own).
         inner.last = None;
-        let mut enc = Encoder {
-            buf: Vec::with_capacity(8 * 1024),
-        };
+        let mut enc = Encoder::new(Vec::with_capacity(8 * 1024));
         selfmetrics::encode_machine(&mut enc, &snapshot, &self.policy.drop_metrics);
         selfmetrics::encode_self(&mut enc, &snapshot, &inner.totals, self.mode);
         let meta_health = self.meta.health();

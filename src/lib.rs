@@ -15,6 +15,7 @@ pub mod config;
 pub mod discovery;
 pub mod expose;
 pub mod logging;
+pub mod malloc_tuning;
 pub mod memlimit;
 pub mod meta;
 pub mod parse;

@@ -29,6 +29,7 @@ fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    podstat::malloc_tuning::apply();
     let cli = Cli::parse();
     if cli.print_default_config {
         print!("{}", config::DEFAULT_CONFIG);

@@ -10,6 +10,7 @@
 //! explicit timestamps Prometheus writes staleness markers, so a deleted container's series end
 //! at once instead of lingering for the 5-minute lookback (cAdvisor's timestamps cause that).
 
+use super::gzip::LineHint;
 use crate::discovery::Labels;
 
 /// Counter or gauge, as written on the `# TYPE` line.
@@ -119,6 +120,8 @@ pub fn write_value(out: &mut Vec<u8>, v: f64) {
 #[derive(Default)]
 pub struct Encoder {
     pub buf: Vec<u8>,
+    /// Where each container series line's parts are, for the gzip writer; `None`: not kept.
+    pub hints: Option<Vec<LineHint>>,
 }
 
 impl Encoder {
@@ -135,9 +138,48 @@ impl Encoder {
         b.push(b'\n');
     }
 
+    pub fn new(buf: Vec<u8>) -> Self {
+        Encoder { buf, hints: None }
+    }
+
     /// One sample: `name{<prefix>,<extra labels>} value`. `prefix` is pre-rendered and already
     /// escaped; extra label values are escaped here.
     pub fn sample(&mut self, name: &str, prefix: &str, extra: &[(&str, &str)], value: f64) {
+        self.write_sample(name, prefix, extra, value);
+    }
+
+    /// [`Encoder::sample`] for a container's series; when hints are kept, records where the
+    /// line's parts are (`container` identifies the prefix).
+    pub fn container_sample(
+        &mut self,
+        container: usize,
+        name: &str,
+        prefix: &str,
+        extra: &[(&str, &str)],
+        value: f64,
+    ) {
+        let start = self.buf.len();
+        let value_start = self.write_sample(name, prefix, extra, value);
+        if let Some(hints) = &mut self.hints {
+            let prefix_start = start + name.len() + 1;
+            hints.push(LineHint {
+                start: start as u32,
+                prefix_start: prefix_start as u32,
+                prefix_end: (prefix_start + prefix.len()) as u32,
+                value_start: value_start as u32,
+                container: container as u32,
+            });
+        }
+    }
+
+    /// Writes one sample line; returns where its value starts.
+    fn write_sample(
+        &mut self,
+        name: &str,
+        prefix: &str,
+        extra: &[(&str, &str)],
+        value: f64,
+    ) -> usize {
         let b = &mut self.buf;
         b.extend_from_slice(name.as_bytes());
         if !prefix.is_empty() || !extra.is_empty() {
@@ -155,8 +197,10 @@ impl Encoder {
             b.push(b'}');
         }
         b.push(b' ');
+        let value_start = b.len();
         write_value(b, value);
         b.push(b'\n');
+        value_start
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Out<'a> {
     enc: Option<&'a mut Encoder>,
     name: &'static str,
     prefix: &'a str,
+    /// The cgroup's index among the samples (identifies its prefix to the gzip writer).
+    container: usize,
     count: usize,
 }
 
@@ -30,7 +32,7 @@ impl Out<'_> {
         if let Some(v) = v {
             self.count += 1;
             if let Some(enc) = self.enc.as_deref_mut() {
-                enc.sample(self.name, self.prefix, extra, v);
+                enc.container_sample(self.container, self.name, self.prefix, extra, v);
             }
         }
     }
@@ -62,6 +64,7 @@ pub fn count_series(sample: &ContainerSample, mask: &FamilyMask) -> usize {
         enc: None,
         name: "",
         prefix: "",
+        container: 0,
         count: 0,
     };
     for (family, on) in CONTAINER_FAMILIES.iter().zip(mask) {
@@ -386,6 +389,7 @@ pub fn encode_containers_until(
                 enc: Some(&mut *enc),
                 name: family.name,
                 prefix: &sample.labels.prefix,
+                container: cursor.sample,
                 count: 0,
             };
             (family.emit)(sample, &mut out);
@@ -500,7 +504,7 @@ mod tests {
         let samples: Vec<ContainerSample> = (0..7)
             .map(|i| sample(i, (i % 2 == 0).then_some(i as f64), (i == 6).then_some(3)))
             .collect();
-        let mut whole = Encoder { buf: Vec::new() };
+        let mut whole = Encoder::default();
         encode_containers(&mut whole, &samples);
         assert!(!whole.buf.is_empty());
         for step in [1, 2, 50, 333, 4096, usize::MAX / 2] {
@@ -508,7 +512,7 @@ mod tests {
             let mut joined = Vec::new();
             let mut rounds = 0;
             loop {
-                let mut enc = Encoder { buf: Vec::new() };
+                let mut enc = Encoder::default();
                 let all = [true; CONTAINER_FAMILIES.len()];
                 let done = encode_containers_until(&mut enc, &samples, &all, &mut cursor, step);
                 joined.extend_from_slice(&enc.buf);

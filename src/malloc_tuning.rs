@@ -1,0 +1,42 @@
+//! Keeps podstat's resident memory close to what it holds between scrapes.
+//!
+//! Every collection allocates a few buffers of 100 KiB to a few MiB (the gzip body, chunk
+//! buffers, the snapshot) and frees them when the next one replaces them. glibc's malloc
+//! raises its mmap threshold each time such a block is freed ("dynamic threshold"), so after
+//! the first scrapes they come from the heap and their pages stay resident in freed chunks:
+//! measured at 1000 containers, VmRSS 15.8 MiB with the defaults against 13.8 MiB with a
+//! fixed 128 KiB mmap and trim threshold (benches/scrape.sh, `GLIBC_TUNABLES` first). The
+//! price is one mmap/munmap pair per large buffer per scrape, and their page faults: tens of
+//! microseconds at 1000 containers, against a scrape of ~100 ms.
+//!
+//! Operators can still override this with `GLIBC_TUNABLES`, which glibc reads first: the
+//! thresholds are only set here when the environment does not name them.
+
+/// Above this, allocations get their own mapping and go back to the kernel when freed.
+const THRESHOLD: i32 = 128 * 1024;
+
+/// Applies the fixed thresholds (glibc only; a no-op elsewhere, e.g. musl).
+pub fn apply() {
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if tunables.contains("mmap_threshold") || tunables.contains("trim_threshold") {
+        return;
+    }
+    set_thresholds();
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn set_thresholds() {
+    // SAFETY: mallopt only changes malloc's parameters; it is called before any thread exists
+    // (first thing in main), and its result (1 ok, 0 rejected) only tells whether it applied.
+    let ok = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD) == 1
+    };
+    if !ok {
+        eprintln!("podstat: glibc rejected the malloc thresholds; memory use may be higher");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn set_thresholds() {}

@@ -142,12 +142,6 @@ impl Encoder {
         Encoder { buf, hints: None }
     }
 
-    /// One sample: `name{<prefix>,<extra labels>} value`. `prefix` is pre-rendered and already
-    /// escaped; extra label values are escaped here.
-    pub fn sample(&mut self, name: &str, prefix: &str, extra: &[(&str, &str)], value: f64) {
-        self.write_sample(name, prefix, extra, value);
-    }
-
     /// [`Encoder::sample`] for a container's series; when hints are kept, records where the
     /// line's parts are (`container` identifies the prefix).
     pub fn container_sample(
@@ -159,7 +153,7 @@ impl Encoder {
         value: f64,
     ) {
         let start = self.buf.len();
-        let value_start = self.write_sample(name, prefix, extra, value);
+        let value_start = self.sample(name, prefix, extra, value);
         if let Some(hints) = &mut self.hints {
             let prefix_start = start + name.len() + 1;
             hints.push(LineHint {
@@ -172,8 +166,9 @@ impl Encoder {
         }
     }
 
-    /// Writes one sample line; returns where its value starts.
-    fn write_sample(
+    /// One sample: `name{<prefix>,<extra labels>} value`. `prefix` is pre-rendered and already
+    /// escaped; extra label values are escaped here. Returns where the value starts.
+    pub fn sample(
         &mut self,
         name: &str,
         prefix: &str,

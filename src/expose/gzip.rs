@@ -185,6 +185,17 @@ struct ScriptOp {
     kind: OpKind,
 }
 
+impl ScriptOp {
+    fn literals(at: usize, len: usize) -> Self {
+        ScriptOp {
+            at: at as u32,
+            len: len as u32,
+            src: 0,
+            kind: OpKind::Literal,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpKind {
     Literal,
@@ -533,26 +544,21 @@ impl HintedGzip {
         };
         let i = (at - self.win_base) as usize;
         let bytes = &self.win[i..i + (end - at) as usize];
-        if run.nbits > 0 {
-            let kept = &self.lit_bytes[run.bytes as usize..(run.bytes + run.len) as usize];
-            if kept == bytes {
-                let words = run.nbits.div_ceil(64) as usize;
-                self.bits.put_words(
-                    &self.lit_bits[run.words as usize..run.words as usize + words],
-                    run.nbits,
-                );
-                return;
-            }
+        let run = if run.nbits == 0 {
+            let run = LitRun {
+                bytes: self.lit_bytes.len() as u32,
+                len: bytes.len() as u32,
+                words: self.lit_bits.len() as u32,
+                nbits: pack_literals(&t.lit, bytes, &mut self.lit_bits),
+            };
+            self.lit_bytes.extend_from_slice(bytes);
+            self.lit_cache[op] = run;
+            run
+        } else if self.lit_bytes[run.bytes as usize..(run.bytes + run.len) as usize] != *bytes {
             return self.literals(at, end);
-        }
-        let run = LitRun {
-            bytes: self.lit_bytes.len() as u32,
-            len: bytes.len() as u32,
-            words: self.lit_bits.len() as u32,
-            nbits: pack_literals(&t.lit, bytes, &mut self.lit_bits),
+        } else {
+            run
         };
-        self.lit_bytes.extend_from_slice(bytes);
-        self.lit_cache[op] = run;
         let words = run.nbits.div_ceil(64) as usize;
         self.bits.put_words(
             &self.lit_bits[run.words as usize..run.words as usize + words],
@@ -983,12 +989,7 @@ impl ScriptMatcher {
             }
             if best_len >= 4 {
                 if lit_from < i {
-                    ops.push(ScriptOp {
-                        at: (lit_from - p) as u32,
-                        len: (i - lit_from) as u32,
-                        src: 0,
-                        kind: OpKind::Literal,
-                    });
+                    ops.push(ScriptOp::literals(lit_from - p, i - lit_from));
                 }
                 let (kind, src) = if best_src < p {
                     (OpKind::FromPrev, best_src)
@@ -1012,12 +1013,7 @@ impl ScriptMatcher {
             }
         }
         if lit_from < end {
-            ops.push(ScriptOp {
-                at: (lit_from - p) as u32,
-                len: (end - lit_from) as u32,
-                src: 0,
-                kind: OpKind::Literal,
-            });
+            ops.push(ScriptOp::literals(lit_from - p, end - lit_from));
         }
     }
 }

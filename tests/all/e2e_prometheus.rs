@@ -1,14 +1,13 @@
 //! The HTTP endpoints, and a real Prometheus (Debian package `prometheus`) scraping podstat on
 //! loopback while a real cgroup burns CPU.
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::fake_kubelet::{Behavior, FakeKubelet, TestCert};
 use crate::support::{
-    fixtures, free_port, http_get, is_root, skip_unless, start_podstat, unique, wait_for, which,
-    CgroupGuard, ChildGuard,
+    fixtures, free_port, gunzip, http_get, is_root, skip_unless, start_podstat, unique, wait_for,
+    which, CgroupGuard, ChildGuard,
 };
 
 #[test]
@@ -71,10 +70,7 @@ fn endpoints_health_gzip_and_content_type() {
             .contains("content-encoding: gzip"),
         "{headers}"
     );
-    let mut unzipped = String::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_string(&mut unzipped)
-        .expect("valid gzip");
+    let unzipped = String::from_utf8(gunzip(&gz)).expect("utf8");
     assert!(unzipped.contains("# TYPE container_memory_working_set_bytes gauge"));
     let plain = String::from_utf8(plain).expect("utf8");
     // Each family's HELP/TYPE appears once and its samples are contiguous.

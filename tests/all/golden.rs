@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::support::{fixtures, golden_dir, sample_value, skip_unless, which};
+use crate::support::{fixtures, golden_dir, gunzip, sample_value, skip_unless, which};
 
 /// Copies a fixture tree (without `.gitkeep` markers) and pins every directory's and
 /// `cgroup.procs`' mtime, so `container_start_time_seconds` does not depend on checkout time.
@@ -72,14 +72,8 @@ fn render(cgroup_fixture: &str) -> String {
     let rendered = agent.scrape();
     let second_raw = rendered.to_vec();
     // What gzip scrapers get decodes to exactly the plain body (podstat writes its own gzip).
-    let mut unzipped = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::GzDecoder::new(&rendered.gzipped()[..]),
-        &mut unzipped,
-    )
-    .expect("valid gzip");
     assert!(
-        unzipped == second_raw,
+        gunzip(&rendered.gzipped()) == second_raw,
         "gzip body differs from the plain body"
     );
     let second = normalise(&String::from_utf8(second_raw).expect("utf8"));

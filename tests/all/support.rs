@@ -136,6 +136,14 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     None
 }
 
+/// Decodes a gzip body (podstat writes its own; flate2 is the independent decoder).
+pub fn gunzip(gz: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut out)
+        .expect("valid gzip");
+    out
+}
+
 /// Finds the value of the sample whose line starts with `name{` and contains every `needle`.
 pub fn sample_value(body: &str, name: &str, needles: &[&str]) -> Option<f64> {
     body.lines()

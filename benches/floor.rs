@@ -2,8 +2,10 @@
 //! writing nothing, measured two ways: open/read/close per file per pass, and descriptors kept
 //! open and re-read with `pread` at offset 0 (cgroupfs regenerates content on each read).
 //! `benches/scrape.sh` runs this next to the real agent; alone:
-//! `cargo bench --bench floor -- [cgroup_root] [passes] [pause_ms]`. Figures are CPU time per
-//! pass; with `pause_ms`, each pass follows a pause, as podstat's scrapes do.
+//! `cargo bench --bench floor -- [cgroup_root] [passes] [pause_ms | interleave]`. Figures are
+//! CPU time per pass; with `pause_ms`, each pass follows a pause, as podstat's scrapes do; with
+//! `interleave`, a pass runs for each line on stdin (`open` or `pread`), so the bench script can
+//! put the floor's passes between podstat's scrapes, and the figures are printed at its end.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -88,6 +90,8 @@ fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let root = PathBuf::from(args.get(1).map_or("/sys/fs/cgroup", String::as_str));
     let passes: usize = args.get(2).and_then(|p| p.parse().ok()).unwrap_or(20);
+    // `interleave`: a pass per line on stdin (`open` or `pread`), results at its end.
+    let interleaved = args.get(3).is_some_and(|a| a == "interleave");
     let pause_ms: u64 = args.get(3).and_then(|p| p.parse().ok()).unwrap_or(0);
     let mut config = podstat::config::default_config().expect("default config");
     config.paths.cgroup_root = root;
@@ -133,13 +137,18 @@ fn main() {
         }
         total / passes as f64
     };
-    let open_ms = cpu_ms_per_pass(&mut |buf| {
+    let open_pass = |buf: &mut Vec<u8>| {
         let mut n = 0usize;
         for f in &files {
             n = n.wrapping_add(open_read_parse(f, buf));
         }
         n
-    });
+    };
+    let open_ms = if interleaved {
+        0.0
+    } else {
+        cpu_ms_per_pass(&mut |buf| open_pass(buf))
+    };
     // Keep as many descriptors as RLIMIT_NOFILE allows (raised to the hard limit, as podstat
     // does); the files past it are opened per pass, which is the cheapest reader possible
     // under that limit.
@@ -154,7 +163,7 @@ fn main() {
             _ => not_kept.push(f),
         }
     }
-    let pread_ms = cpu_ms_per_pass(&mut |buf| {
+    let pread_pass = |buf: &mut Vec<u8>| {
         let mut n = 0usize;
         for file in &kept {
             if let Ok(len) = file.read_at(buf, 0) {
@@ -165,7 +174,31 @@ fn main() {
             n = n.wrapping_add(open_read_parse(f, buf));
         }
         n
-    });
+    };
+    if interleaved {
+        println!("ready");
+    }
+    let (open_ms, pread_ms) = if interleaved {
+        // Passes when told, between the agent's scrapes, so both see the same machine: on a
+        // shared VM the speed of a pass drifts by tens of percent over minutes.
+        let (mut open, mut pread) = ((0.0, 0u32), (0.0, 0u32));
+        for line in std::io::stdin().lines().map_while(Result::ok) {
+            let t0 = thread_cpu_ms();
+            let into = if line.trim() == "open" {
+                sink = sink.wrapping_add(open_pass(&mut buf));
+                &mut open
+            } else {
+                sink = sink.wrapping_add(pread_pass(&mut buf));
+                &mut pread
+            };
+            into.0 += thread_cpu_ms() - t0;
+            into.1 += 1;
+        }
+        let per = |(ms, n): (f64, u32)| ms / f64::from(n.max(1));
+        (per(open), per(pread))
+    } else {
+        (open_ms, cpu_ms_per_pass(&mut |buf| pread_pass(buf)))
+    };
     println!(
         "floor: {} cgroups, {} files, open+read+close {open_ms:.2} ms/pass, kept fds + pread {pread_ms:.2} ms/pass ({} kept, RLIMIT_NOFILE {limit}; checksum {})",
         targets.len(),

@@ -21,8 +21,22 @@ fn parsers(c: &mut Criterion) {
     let pressure = fixture(&format!("{v2}/memory.pressure"));
     let net_dev = fixture("proc/net-dev/host_veth-docker0-lo-eth0.net-dev");
     let blkio_v1 = fixture("cgroup-v1/telegraf-blkio/blkio.throttle.io_serviced");
+    let memory_stat_v1 = fixture("cgroup-v1/kubepods-cgroupfs/memory/memory.stat");
     c.bench_function("memory_stat_v2", |b| {
         b.iter(|| memory::memory_stat_v2(black_box(&memory_stat)))
+    });
+    c.bench_function("memory_stat_v1", |b| {
+        b.iter(|| memory::memory_stat_v1(black_box(&memory_stat_v1), true))
+    });
+    c.bench_function("memory_stat_v1_every_key", |b| {
+        // The generic flat-keyed parse of the same file, as the floor reader does it.
+        b.iter(|| {
+            let mut n = 0u64;
+            let _ = podstat::parse::for_each_flat_keyed(black_box(&memory_stat_v1), |_, v| {
+                n = n.wrapping_add(v)
+            });
+            n
+        })
     });
     c.bench_function("cpu_stat", |b| {
         b.iter(|| cpu::cpu_stat(black_box(&cpu_stat)))

@@ -4,7 +4,8 @@
 # container), runs the release binary, scrapes it, and prints CPU per scrape, latency p50/p99,
 # body size plain and gzip, RSS, the memory its cgroup is charged (RSS plus kernel memory, which
 # includes ~4.5 KiB per kept descriptor), the descriptors kept, and the floor reader's CPU
-# per pass over the same cgroups, paced like the scrapes (benches/floor.rs), with the ratio.
+# per pass over the same cgroups (benches/floor.rs), its passes put between the scrapes, with
+# the ratio. CPU is what podstat's own cgroup is charged (ns), so it includes serving HTTP.
 # Usage: benches/scrape.sh [N ...]   (default: 100 500 1000); SCRAPES=k scrapes per size
 # (default 20). Container IDs and pod UIDs are random-looking hex, as on a real node
 # (IDS=sequential: the index in hex, which makes gzip ~2.6x cheaper; see the encode bench).
@@ -30,11 +31,19 @@ cleanup() {
 }
 trap cleanup EXIT
 PORT=19780
-# podstat runs in a memory cgroup of its own, to read what the kernel charges it.
-if [ -e /sys/fs/cgroup/memory/cgroup.procs ]; then MEMCG=/sys/fs/cgroup/memory/$TOP-self; CHARGE=memory.usage_in_bytes
-else MEMCG=/sys/fs/cgroup/$TOP-self; CHARGE=memory.current; fi
-mkdir -p "$MEMCG"
-trap 'cleanup; rmdir "$MEMCG" 2>/dev/null || true' EXIT
+# podstat runs in cgroups of its own, to read what the kernel charges it: memory, and CPU in
+# nanoseconds (tick-sampled /proc/<pid>/stat is too coarse for a few ms per scrape).
+if [ -e /sys/fs/cgroup/memory/cgroup.procs ]; then
+  MEMCG=/sys/fs/cgroup/memory/$TOP-self; CHARGE=memory.usage_in_bytes
+  CPUCG=/sys/fs/cgroup/cpuacct/$TOP-self
+  cpu_ns() { cat "$CPUCG/cpuacct.usage"; }
+else
+  MEMCG=/sys/fs/cgroup/$TOP-self; CHARGE=memory.current; CPUCG=$MEMCG
+  cpu_ns() { awk '/^usage_usec/{print $2 * 1000}' "$CPUCG/cpu.stat"; }
+fi
+mkdir -p "$MEMCG" "$CPUCG"
+FLDIR=$(mktemp -d)
+trap 'cleanup; rmdir "$MEMCG" "$CPUCG" 2>/dev/null || true; rm -rf "$FLDIR"' EXIT
 printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-7s %-10s %-7s %-20s %-16s %s\n" containers cgroups cpu_ms/scr p50_ms p99_ms plain_KiB gzip_KiB rss_MiB memcg_MiB kept_fd "floor open/pread ms" "floor kept/files" "cpu/floor"
 for N in "${SIZES[@]}"; do
   mapfile -t NAMES < <(python3 benches/fake_kubelet.py --names "$N")
@@ -51,17 +60,26 @@ for N in "${SIZES[@]}"; do
     { [ -n "$CONF" ] && cat "$CONF"; printf '[kubernetes]\nsource = "kubelet"\nkubelet_url = "https://127.0.0.1:%s/pods"\ntoken_file = "%s"\nca_file = "%s"\n' $KPORT "$KD/token" "$KD/cert.pem"; } > "$KD/podstat.toml"
     CONF="$KD/podstat.toml"; sleep 1
   fi
-  (echo "$BASHPID" > "$MEMCG/cgroup.procs"; exec ./target/release/podstat ${CONF:+--config "$CONF"} --listen 127.0.0.1:$PORT --log-level warn) & PS=$!; PIDS+=($PS)
+  (echo "$BASHPID" > "$MEMCG/cgroup.procs"; echo "$BASHPID" > "$CPUCG/cgroup.procs"; exec ./target/release/podstat ${CONF:+--config "$CONF"} --listen 127.0.0.1:$PORT --log-level warn) & PS=$!; PIDS+=($PS)
   for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:$PORT/healthz && break; sleep 0.1; done
-  sleep 1; curl -s -o /dev/null http://127.0.0.1:$PORT/metrics
-  T0=$(awk '{print $14+$15}' /proc/$PS/stat)
+  # The floor reader (benches/floor.rs) over the same cgroups, its passes put between the
+  # scrapes (paced like them, so both see the same caches and the same machine).
+  rm -f "$FLDIR/fifo"; mkfifo "$FLDIR/fifo"
+  "$FLOOR" /sys/fs/cgroup 0 interleave < "$FLDIR/fifo" > "$FLDIR/out" & FPID=$!; PIDS+=($FPID)
+  exec 7> "$FLDIR/fifo"
+  for _ in $(seq 600); do grep -q ready "$FLDIR/out" 2>/dev/null && break; sleep 0.1; done
+  sleep 1; curl -s -o /dev/null http://127.0.0.1:$PORT/metrics; sleep 0.55
+  T0=$(cpu_ns)
   LAT=()
   K=${SCRAPES:-20}
   for ((k = 0; k < K; k++)); do
     LAT+=($(curl -s -o /dev/null -H 'Accept-Encoding: gzip' -w '%{time_total}' http://127.0.0.1:$PORT/metrics)); sleep 0.55
+    echo pread >&7; sleep 0.55
   done
-  T1=$(awk '{print $14+$15}' /proc/$PS/stat)
-  IDLE0=$(awk '{print $14+$15}' /proc/$PS/stat); sleep 3; IDLE1=$(awk '{print $14+$15}' /proc/$PS/stat)
+  T1=$(cpu_ns)
+  for _ in 1 2 3 4 5; do echo open >&7; sleep 0.55; done
+  exec 7>&-; wait $FPID || true
+  IDLE0=$(cpu_ns); sleep 3; IDLE1=$(cpu_ns)
   PLAIN=$(curl -s http://127.0.0.1:$PORT/metrics | wc -c)
   GZ=$(curl -s -H 'Accept-Encoding: gzip' http://127.0.0.1:$PORT/metrics | wc -c)
   RSS=$(awk '/VmRSS/{print $2}' /proc/$PS/status)
@@ -74,18 +92,17 @@ for N in "${SIZES[@]}"; do
   [ -n "${PODSTAT_KUBELET:-}" ] && { kill "${PIDS[-2]}" 2>/dev/null || true; }
   SORTED=($(printf '%s\n' "${LAT[@]}" | sort -n))
   P50=${SORTED[$((K / 2))]}; P99=${SORTED[$((K - 1))]}
-  # The floor paced like the scrapes above (a pass every 0.55 s), so both see the same caches.
-  FLOUT=$("$FLOOR" /sys/fs/cgroup 10 550)
+  FLOUT=$(grep '^floor:' "$FLDIR/out")
   FL=$(echo "$FLOUT" | sed -E 's/.*close ([0-9.]+) ms.*pread ([0-9.]+) ms.*/\1 \/ \2/')
   FK=$(echo "$FLOUT" | sed -E 's/.* ([0-9]+) cgroups, ([0-9]+) files.*\(([0-9]+) kept.*/\3\/\2/')
-  CPU=$(echo "($T1 - $T0) * 10 / $K" | bc -l)
+  CPU=$(echo "($T1 - $T0) / 1000000 / $K" | bc -l)
   PREAD=$(echo "$FLOUT" | sed -E 's/.*pread ([0-9.]+) ms.*/\1/')
   printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-7s %-10s %-7s %-20s %-16s %s\n" "$N" "$CG" \
     "$(printf '%.2f' "$CPU")" \
     "$(echo "$P50 * 1000" | bc -l | xargs printf '%.1f')" "$(echo "$P99 * 1000" | bc -l | xargs printf '%.1f')" \
     "$((PLAIN / 1024))" "$((GZ / 1024))" "$(echo "$RSS / 1024" | bc -l | xargs printf '%.1f')" \
     "$(echo "$MEM / 1048576" | bc -l | xargs printf '%.1f')" "$KEPT" "$FL" "$FK" "$(echo "$CPU / $PREAD" | bc -l | xargs printf '%.2f')"
-  [ "$IDLE0" != "$IDLE1" ] && echo "  note: $((IDLE1 - IDLE0)) ticks of CPU while idle"
+  echo "  idle: $(( (IDLE1 - IDLE0) / 1000 )) us of CPU in 3 s without scrapes"
   [ -n "${PODSTAT_KUBELET:-}" ] && echo "  containers labelled from the kubelet (image!=\"\"): $JOINED"
   for c in "${CTRLS[@]}"; do find "$c/$TOP" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
 done

@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use crate::config::MetadataSource;
 use crate::expose::encode::Encoder;
-use crate::expose::gzip::{HintedGzip, LineHint};
+use crate::expose::gzip::{GzipCarry, HintedGzip, LineHint};
 use crate::expose::names::{self, FamilyCursor};
 use crate::expose::selfmetrics;
 use crate::meta::MetaStore;
@@ -38,6 +38,8 @@ pub struct Rendered {
     /// Machine and self-metric families, encoded at collection time (a few KiB).
     tail: Vec<u8>,
     gzip: OnceLock<Bytes>,
+    /// What the previous body's compression left for this one (shared with the agent).
+    gzip_carry: Arc<Mutex<GzipCarry>>,
     pub made_at: Instant,
 }
 
@@ -125,14 +127,22 @@ impl Rendered {
     pub fn gzipped(self: &Arc<Self>) -> Bytes {
         self.gzip
             .get_or_init(|| {
-                let mut gz = HintedGzip::new();
+                // Busy (another collection's body being compressed) or poisoned: start afresh.
+                let carry = match self.gzip_carry.try_lock() {
+                    Ok(mut c) => std::mem::take(&mut *c),
+                    Err(_) => GzipCarry::default(),
+                };
+                let mut gz = HintedGzip::resume(carry);
                 let mut hints = Vec::new();
                 let mut chunks = self.chunks();
                 while chunks.next_chunk_hinted(gz.window(), &mut hints) {
                     gz.compress_appended(&hints);
                     hints.clear();
                 }
-                let mut compressed = gz.finish();
+                let (mut compressed, carry) = gz.finish_carry();
+                if let Ok(mut c) = self.gzip_carry.lock() {
+                    *c = carry;
+                }
                 compressed.shrink_to_fit();
                 Bytes::from(compressed)
             })
@@ -161,6 +171,7 @@ pub struct Agent {
     min_interval: Duration,
     ready: AtomicBool,
     health: Mutex<ReaderHealth>,
+    gzip_carry: Arc<Mutex<GzipCarry>>,
     pub mode: &'static str,
 }
 
@@ -237,6 +248,7 @@ impl Agent {
             min_interval: Duration::from_millis(config.server.min_collect_interval_ms),
             ready: AtomicBool::new(false),
             health: Mutex::new(ReaderHealth::default()),
+            gzip_carry: Arc::default(),
             mode,
         })
     }
@@ -287,6 +299,7 @@ impl Agent {
             mask: self.policy.mask.clone(),
             tail: enc.buf,
             gzip: OnceLock::new(),
+            gzip_carry: Arc::clone(&self.gzip_carry),
             made_at: Instant::now(),
         });
         inner.last = Some(Arc::clone(&rendered));

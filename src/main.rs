@@ -229,10 +229,10 @@ fn fetch_plain(url: &str) -> anyhow::Result<String> {
 
 fn serve(agent: Arc<Agent>, config: &Config) -> anyhow::Result<()> {
     use anyhow::Context;
-    // Two workers: HTTP is light and collection runs on the blocking pool.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread serves HTTP and the metadata source; collection runs on the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(4)
+        .thread_keep_alive(std::time::Duration::from_secs(3600))
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -286,7 +286,10 @@ impl Reader {
         name: &'static str,
     ) -> Result<Option<&[u8]>, ReadError> {
         let dir_key = dir.as_os_str().as_encoded_bytes().as_ptr() as usize;
-        let is_it = |(n, d, _): &(&'static str, usize, Slot)| *d == dir_key && *n == name;
+        // Names are literals: the same address almost always, so that is compared first.
+        let is_it = |(n, d, _): &(&'static str, usize, Slot)| {
+            *d == dir_key && (std::ptr::eq(*n, name) || *n == name)
+        };
         let found = match cache.slots.get(cache.next) {
             Some(slot) if is_it(slot) => Some(cache.next),
             _ => cache.slots.iter().position(is_it),

@@ -1,6 +1,9 @@
-//! Host figures: `machine_cpu_cores`, `machine_memory_bytes`, `machine_swap_bytes`.
+//! Host figures: `machine_cpu_cores`, `machine_memory_bytes`, `machine_swap_bytes`, read at
+//! most every [`super::HOST_REFRESH`].
 
-use super::Ctx;
+use std::time::Instant;
+
+use super::{fresh, Ctx};
 use crate::parse::procfs;
 use crate::reader::ReadError;
 use crate::snapshot::MachineStats;
@@ -10,16 +13,24 @@ use crate::snapshot::MachineStats;
 pub fn collect(ctx: &mut Ctx, root_memory: Option<(u64, u64)>) -> MachineStats {
     let mut m = MachineStats::default();
     let proc_root = ctx.proc_root.clone();
-    match ctx
-        .reader
-        .read(&proc_root, "cpuinfo")
-        .map(procfs::cpuinfo_processors)
-    {
-        Ok(Ok(n)) => m.cpu_cores = Some(n),
-        Ok(Err(e)) => ctx.record_error("cpuinfo not understood", &proc_root.join("cpuinfo"), &e),
-        Err(e) => report(ctx, &e),
+    m.cpu_cores = fresh(ctx.host.cpu_cores);
+    if m.cpu_cores.is_none() {
+        match ctx
+            .reader
+            .read(&proc_root, "cpuinfo")
+            .map(procfs::cpuinfo_processors)
+        {
+            Ok(Ok(n)) => {
+                m.cpu_cores = Some(n);
+                ctx.host.cpu_cores = Some((Instant::now(), n));
+            }
+            Ok(Err(e)) => {
+                ctx.record_error("cpuinfo not understood", &proc_root.join("cpuinfo"), &e)
+            }
+            Err(e) => report(ctx, &e),
+        }
     }
-    if let Some((mem, swap)) = root_memory {
+    if let Some((mem, swap)) = root_memory.or(fresh(ctx.host.memory)) {
         m.memory_bytes = Some(mem);
         m.swap_bytes = Some(swap);
         return m;
@@ -32,6 +43,7 @@ pub fn collect(ctx: &mut Ctx, root_memory: Option<(u64, u64)>) -> MachineStats {
         Ok(Ok((mem, swap))) => {
             m.memory_bytes = Some(mem);
             m.swap_bytes = Some(swap);
+            ctx.host.memory = Some((Instant::now(), (mem, swap)));
         }
         Ok(Err(e)) => ctx.record_error("meminfo not understood", &proc_root.join("meminfo"), &e),
         Err(e) => report(ctx, &e),
@@ -41,4 +53,72 @@ pub fn collect(ctx: &mut Ctx, root_memory: Option<(u64, u64)>) -> MachineStats {
 
 fn report(ctx: &mut Ctx, e: &ReadError) {
     ctx.record_error("read failed", e.path(), e);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::HOST_REFRESH;
+    use crate::discovery::CgroupMode;
+    use crate::reader::Reader;
+    use std::time::Duration;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/proc-node/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn host_figures_are_kept_for_a_while_then_read_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |cpus: usize, mem_kib: u64| {
+            let one = String::from_utf8(fixture("cpuinfo")).expect("utf8");
+            let block = one.split("\n\n").next().expect("one processor").to_string();
+            let all: Vec<String> = (0..cpus)
+                .map(|i| block.replacen("processor\t: 0", &format!("processor\t: {i}"), 1))
+                .collect();
+            std::fs::write(dir.path().join("cpuinfo"), all.join("\n\n") + "\n").expect("write");
+            let meminfo: Vec<String> = String::from_utf8(fixture("meminfo"))
+                .expect("utf8")
+                .lines()
+                .map(|l| match l.starts_with("MemTotal:") {
+                    true => format!("MemTotal:       {mem_kib} kB"),
+                    false => l.to_string(),
+                })
+                .collect();
+            std::fs::write(dir.path().join("meminfo"), meminfo.join("\n") + "\n").expect("write");
+        };
+        let mut ctx = Ctx::new(
+            CgroupMode::V2,
+            dir.path().to_path_buf(),
+            dir.path().to_path_buf(),
+            Reader::new(None),
+        );
+        write(2, 4096);
+        let first = collect(&mut ctx, None);
+        assert_eq!(
+            (first.cpu_cores, first.memory_bytes),
+            (Some(2), Some(4096 * 1024))
+        );
+        // Hotplug within the refresh interval: the kept figures are served.
+        write(3, 8192);
+        let kept = collect(&mut ctx, None);
+        assert_eq!(
+            (kept.cpu_cores, kept.memory_bytes),
+            (Some(2), Some(4096 * 1024))
+        );
+        // Once they are older than the interval, the files are read again.
+        let long_ago = Instant::now().checked_sub(HOST_REFRESH + Duration::from_secs(1));
+        let Some(long_ago) = long_ago else { return };
+        ctx.host.cpu_cores = ctx.host.cpu_cores.map(|(_, v)| (long_ago, v));
+        ctx.host.memory = ctx.host.memory.map(|(_, v)| (long_ago, v));
+        let again = collect(&mut ctx, None);
+        assert_eq!(
+            (again.cpu_cores, again.memory_bytes),
+            (Some(3), Some(8192 * 1024))
+        );
+    }
 }

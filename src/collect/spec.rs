@@ -14,10 +14,16 @@ pub const DEF: CollectorDef = CollectorDef {
 fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
     if t.kind == CgroupKind::Root {
         // The root has no limit files; cAdvisor reports the machine's memory and swap.
-        let proc_root = ctx.proc_root.clone();
-        if let Some((mem, swap)) =
-            ctx.parse(t, Some(&proc_root), "meminfo", procfs::meminfo_totals)?
-        {
+        let host = match super::fresh(ctx.host.memory) {
+            Some(host) => Some(host),
+            None => {
+                let proc_root = ctx.proc_root.clone();
+                let read = ctx.parse(t, Some(&proc_root), "meminfo", procfs::meminfo_totals)?;
+                ctx.host.memory = read.map(|m| (std::time::Instant::now(), m));
+                read
+            }
+        };
+        if let Some((mem, swap)) = host {
             s.spec_memory_limit = Some(mem);
             s.spec_memory_swap_limit = Some(swap);
         }

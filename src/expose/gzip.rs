@@ -56,23 +56,71 @@ pub struct HintedGzip {
     coder: Coder,
     /// Per container: input offset of its last prefix (`u64::MAX`: none yet).
     last_prefix: Vec<u64>,
-    /// Per container: its copy scripts against the previous line's prefix, for the last two
-    /// predecessors (`u32::MAX`: none); two, because families with fewer rows (network: pod
-    /// sandboxes only) give a container another predecessor than the rest.
-    scripts: Vec<[(u32, u32, u32); 2]>,
-    script_ops: Vec<ScriptOp>,
+    /// Per container: a hash of its prefix's bytes (0: not hashed yet), which names its copy
+    /// scripts across collections.
+    prefix_keys: Vec<u64>,
+    /// Per container: the copy scripts it uses against the previous line's prefix, as
+    /// (previous container, ops range in `carry.scripts`), for the last two predecessors
+    /// (`u32::MAX`: none); two, because families with fewer rows (network: pod sandboxes
+    /// only) give a container another predecessor than the rest.
+    slots: Vec<[(u32, u32, u32); 2]>,
     prev_line: Option<AbsHint>,
-    matcher: ScriptMatcher,
     /// A copy not yet written, so that copies from the same distance that follow each other
     /// (`name{` and the start of the prefix, the end of the prefix and the extra labels) are
     /// written as one.
     pending: Option<PendingCopy>,
-    /// Per script op (parallel to `script_ops`): its literals already Huffman-coded, so the
-    /// ~100 letters of hex that a container's prefix cannot copy are written a word at a time
-    /// on its later lines.
-    lit_cache: Vec<LitRun>,
+    carry: GzipCarry,
+}
+
+/// What one body's compression hands to the next (see [`HintedGzip::resume`]): the Huffman
+/// table, the copy scripts and their coded literals, and the window's buffer. Consecutive
+/// collections hold the same containers, so their scripts are matched and their hex coded
+/// once, not once per collection, and the window's pages stay mapped.
+#[derive(Default)]
+pub struct GzipCarry {
+    /// The table in use, its code lengths (written at the head of every body) and how many
+    /// bodies it has coded; it is sized again every [`RESIZE_EVERY`] bodies.
+    table: Option<CarriedTable>,
+    scripts: ScriptCache,
+    matcher: ScriptMatcher,
+    win: Vec<u8>,
+    /// The last body's compressed size, to size the next output buffer once.
+    last_out: usize,
+}
+
+struct CarriedTable {
+    tables: Box<Tables>,
+    lit_len: [u8; 286],
+    dist_len: [u8; 30],
+    bodies: u32,
+}
+
+/// Bodies coded with one carried table before it is sized again on the next body's first
+/// chunk: often enough to follow a change in what the body holds (new label values), rarely
+/// enough that sizing and recoding the script literals cost nothing per scrape.
+const RESIZE_EVERY: u32 = 64;
+
+/// Copy scripts keyed by the (previous, current) prefix hashes, with their ops, and per op its
+/// literals already Huffman-coded, so the ~100 letters of hex that a container's prefix
+/// cannot copy are written a word at a time on its later lines.
+#[derive(Default)]
+struct ScriptCache {
+    index: std::collections::HashMap<(u64, u64), CachedScript>,
+    ops: Vec<ScriptOp>,
+    /// Parallel to `ops`.
+    lits: Vec<LitRun>,
     lit_bytes: Vec<u8>,
     lit_bits: Vec<u64>,
+    /// Counts bodies; a script not used in the latest one is dropped when the cache is
+    /// compacted.
+    epoch: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CachedScript {
+    from: u32,
+    to: u32,
+    used: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +167,14 @@ struct Tables {
 }
 
 impl Tables {
+    /// A placeholder while the carried table is lent to a body's coder.
+    const EMPTY: Tables = Tables {
+        lit: [(0, 0); 256],
+        length: [(0, 0); 256],
+        dist: [(0, 0); 30],
+        end: (0, 0),
+    };
+
     /// Every symbol gets a code (a count of at least 1), so whatever the rest of the body
     /// holds can be written with a table made from its start.
     fn sized(lit_freq: &[u32; 286], dist_freq: &[u32; 30]) -> (Self, [u8; 286], [u8; 30]) {
@@ -211,30 +267,49 @@ impl Default for HintedGzip {
 
 impl HintedGzip {
     pub fn new() -> Self {
-        let mut bits = BitWriter::default();
+        Self::resume(GzipCarry::default())
+    }
+
+    /// A new member that starts from what the previous one left ([`HintedGzip::finish_carry`]).
+    pub fn resume(mut carry: GzipCarry) -> Self {
+        let mut bits = BitWriter {
+            out: Vec::with_capacity(carry.last_out + carry.last_out / 8),
+            ..BitWriter::default()
+        };
         // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=4 (fastest) OS=255 (unknown).
         bits.out
             .extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255]);
-        HintedGzip {
-            bits,
-            crc: crc32fast::Hasher::new(),
-            win: Vec::new(),
-            win_base: 0,
-            total_in: 0,
-            coder: Coder::Sizing {
+        let reusable = carry.table.take().filter(|t| t.bodies < RESIZE_EVERY);
+        let coder = match reusable {
+            Some(mut t) => {
+                write_block_header(&mut bits, &t.lit_len, &t.dist_len);
+                t.bodies += 1;
+                let tables = std::mem::replace(&mut t.tables, Box::new(Tables::EMPTY));
+                carry.table = Some(t);
+                Coder::Writing(tables)
+            }
+            None => Coder::Sizing {
                 tokens: Vec::new(),
                 lit_freq: Box::new([0; 286]),
                 dist_freq: [0; 30],
             },
+        };
+        carry.scripts.epoch = carry.scripts.epoch.wrapping_add(1);
+        let mut win = std::mem::take(&mut carry.win);
+        win.clear();
+        HintedGzip {
+            bits,
+            crc: crc32fast::Hasher::new(),
+            win,
+            win_base: 0,
+            total_in: 0,
+            coder,
             last_prefix: Vec::new(),
-            scripts: Vec::new(),
-            script_ops: Vec::new(),
+            prefix_keys: Vec::new(),
+            slots: Vec::new(),
             prev_line: None,
-            matcher: ScriptMatcher::default(),
             pending: None,
-            lit_cache: Vec::new(),
-            lit_bytes: Vec::new(),
-            lit_bits: Vec::new(),
+            carry,
         }
     }
 
@@ -295,17 +370,29 @@ impl HintedGzip {
     }
 
     /// Ends the member and returns it.
-    pub fn finish(mut self) -> Vec<u8> {
+    pub fn finish(self) -> Vec<u8> {
+        self.finish_carry().0
+    }
+
+    /// Ends the member and returns it with what the next one can start from.
+    pub fn finish_carry(mut self) -> (Vec<u8>, GzipCarry) {
         self.flush_copy();
         self.start_writing();
         if let Coder::Writing(t) = &self.coder {
             self.bits.put(t.end.0 as u64, t.end.1);
         }
         self.bits.flush();
-        let mut out = self.bits.out;
+        let mut out = std::mem::take(&mut self.bits.out);
         out.extend_from_slice(&self.crc.finalize().to_le_bytes());
         out.extend_from_slice(&(self.total_in as u32).to_le_bytes());
-        out
+        let mut carry = std::mem::take(&mut self.carry);
+        if let (Coder::Writing(tables), Some(t)) = (self.coder, &mut carry.table) {
+            t.tables = tables;
+        }
+        carry.win = self.win;
+        carry.last_out = out.len();
+        carry.scripts.compact();
+        (out, carry)
     }
 
     fn byte(&self, at: u64) -> u8 {
@@ -416,7 +503,8 @@ impl HintedGzip {
         let c = line.container as usize;
         if self.last_prefix.len() <= c {
             self.last_prefix.resize(c + 1, u64::MAX);
-            self.scripts.resize(c + 1, [(u32::MAX, 0, 0); 2]);
+            self.slots.resize(c + 1, [(u32::MAX, 0, 0); 2]);
+            self.prefix_keys.resize(c + 1, 0);
         }
         let last = std::mem::replace(&mut self.last_prefix[c], line.prefix_start);
         // The same container's prefix in the previous family, if deflate can still reach it.
@@ -429,29 +517,29 @@ impl HintedGzip {
         if p.prefix_start < self.win_base {
             return self.literals(line.prefix_start, line.prefix_end);
         }
-        // Otherwise a copy script against the line before's prefix, made once per pair.
-        let slots = self.scripts[c];
+        // Otherwise a copy script against the line before's prefix, made once per pair of
+        // prefixes and kept across bodies.
+        let slots = self.slots[c];
         let (_, from, to) = match slots.iter().find(|s| s.0 == p.container) {
             Some(&found) => found,
             None => {
-                let start = self.script_ops.len() as u32;
+                let key = (self.prefix_key(p), self.prefix_key(line));
                 let i = (p.prefix_start - self.win_base) as usize;
                 let j = (line.prefix_start - self.win_base) as usize;
                 let prev_len = (p.prefix_end - p.prefix_start) as usize;
-                self.matcher.script(
+                let (from, to) = self.carry.scripts.get_or_make(
+                    key,
+                    &mut self.carry.matcher,
                     &self.win[i..i + prev_len],
                     &self.win[j..j + len],
-                    &mut self.script_ops,
                 );
-                self.lit_cache
-                    .resize(self.script_ops.len(), LitRun::default());
-                let made = (p.container, start, self.script_ops.len() as u32);
-                self.scripts[c] = [made, slots[0]];
+                let made = (p.container, from, to);
+                self.slots[c] = [made, slots[0]];
                 made
             }
         };
         for i in from as usize..to as usize {
-            let op = self.script_ops[i];
+            let op = self.carry.scripts.ops[i];
             let at = line.prefix_start + op.at as u64;
             let end = (at + op.len as u64).min(line.prefix_end);
             if at >= end {
@@ -471,12 +559,22 @@ impl HintedGzip {
             }
         }
         // A script made for a longer prefix ends early; a shorter one stops at the end.
-        let covered = self.script_ops[from as usize..to as usize]
+        let covered = self.carry.scripts.ops[from as usize..to as usize]
             .last()
             .map_or(0, |op| (op.at + op.len) as u64);
         if covered < len as u64 {
             self.literals(line.prefix_start + covered, line.prefix_end);
         }
+    }
+
+    /// The hash of a container's prefix, computed on its first line in this body.
+    fn prefix_key(&mut self, line: AbsHint) -> u64 {
+        let c = line.container as usize;
+        if self.prefix_keys[c] == 0 {
+            let len = (line.prefix_end - line.prefix_start) as usize;
+            self.prefix_keys[c] = hash_bytes(self.slice(line.prefix_start, len));
+        }
+        self.prefix_keys[c]
     }
 
     /// Emits `[cur, cur+len)` as a copy of `[src, src+len)`, split into deflate's ≤ 258-byte
@@ -486,7 +584,9 @@ impl HintedGzip {
         if len < MIN_MATCH || src >= cur || cur - src > WINDOW as u64 || src < self.win_base {
             return false;
         }
-        if common_len(self.slice(cur, len), self.slice(src, len)) != len {
+        // Equality, not a common length: `bcmp` compares the ~100 bytes of a prefix in a few
+        // vector loads.
+        if self.slice(cur, len) != self.slice(src, len) {
             return false;
         }
         let dist = (cur - src) as usize;
@@ -539,29 +639,30 @@ impl HintedGzip {
         let Coder::Writing(t) = &self.coder else {
             return self.literals(at, end);
         };
-        let Some(&run) = self.lit_cache.get(op) else {
+        let cache = &mut self.carry.scripts;
+        let Some(&run) = cache.lits.get(op) else {
             return self.literals(at, end);
         };
         let i = (at - self.win_base) as usize;
         let bytes = &self.win[i..i + (end - at) as usize];
         let run = if run.nbits == 0 {
             let run = LitRun {
-                bytes: self.lit_bytes.len() as u32,
+                bytes: cache.lit_bytes.len() as u32,
                 len: bytes.len() as u32,
-                words: self.lit_bits.len() as u32,
-                nbits: pack_literals(&t.lit, bytes, &mut self.lit_bits),
+                words: cache.lit_bits.len() as u32,
+                nbits: pack_literals(&t.lit, bytes, &mut cache.lit_bits),
             };
-            self.lit_bytes.extend_from_slice(bytes);
-            self.lit_cache[op] = run;
+            cache.lit_bytes.extend_from_slice(bytes);
+            cache.lits[op] = run;
             run
-        } else if self.lit_bytes[run.bytes as usize..(run.bytes + run.len) as usize] != *bytes {
+        } else if cache.lit_bytes[run.bytes as usize..(run.bytes + run.len) as usize] != *bytes {
             return self.literals(at, end);
         } else {
             run
         };
         let words = run.nbits.div_ceil(64) as usize;
         self.bits.put_words(
-            &self.lit_bits[run.words as usize..run.words as usize + words],
+            &cache.lit_bits[run.words as usize..run.words as usize + words],
             run.nbits,
         );
     }
@@ -597,9 +698,7 @@ impl HintedGzip {
         };
         let (t, lit_len, dist_len) = Tables::sized(lit_freq, dist_freq);
         let bits = &mut self.bits;
-        bits.put(1, 1); // BFINAL: the body is this one block
-        bits.put(2, 2); // BTYPE: dynamic Huffman
-        write_tables(bits, &lit_len, &dist_len);
+        write_block_header(bits, &lit_len, &dist_len);
         for &tok in tokens {
             if tok & MATCH_FLAG == 0 {
                 let (code, len) = t.lit[(tok & 0xff) as usize];
@@ -609,6 +708,14 @@ impl HintedGzip {
             }
         }
         self.coder = Coder::Writing(Box::new(t));
+        // Literals coded with the old table are coded again when next used.
+        self.carry.scripts.forget_coded();
+        self.carry.table = Some(CarriedTable {
+            tables: Box::new(Tables::EMPTY),
+            lit_len,
+            dist_len,
+            bodies: 1,
+        });
     }
 }
 
@@ -787,6 +894,13 @@ const CL_ORDER: [usize; 19] = [
     16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
 ];
 
+/// The body is one final block with dynamic Huffman codes.
+fn write_block_header(bits: &mut BitWriter, lit_len: &[u8; 286], dist_len: &[u8; 30]) {
+    bits.put(1, 1); // BFINAL
+    bits.put(2, 2); // BTYPE: dynamic Huffman
+    write_tables(bits, lit_len, dist_len);
+}
+
 /// Writes HLIT, HDIST, HCLEN and both tables, run-length coded.
 fn write_tables(bits: &mut BitWriter, lit_len: &[u8; 286], dist_len: &[u8; 30]) {
     let hlit = lit_len
@@ -904,6 +1018,104 @@ impl BitWriter {
             .extend_from_slice(&self.acc.to_le_bytes()[..bytes as usize]);
         self.acc = 0;
         self.n = 0;
+    }
+}
+
+/// A hash of a label prefix, never 0. Eight bytes at a time: it runs once per container per
+/// body over ~200 bytes, and a collision only costs compression (copies are compared first).
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = 0x243F_6A88_85A3_08D3u64 ^ bytes.len() as u64;
+    for chunk in bytes.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(word))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+    h | 1
+}
+
+impl ScriptCache {
+    /// The ops range of the script for `key`, matched now if it is not cached.
+    fn get_or_make(
+        &mut self,
+        key: (u64, u64),
+        matcher: &mut ScriptMatcher,
+        prev: &[u8],
+        cur: &[u8],
+    ) -> (u32, u32) {
+        let epoch = self.epoch;
+        if let Some(found) = self.index.get_mut(&key) {
+            found.used = epoch;
+            return (found.from, found.to);
+        }
+        let from = self.ops.len() as u32;
+        matcher.script(prev, cur, &mut self.ops);
+        self.lits.resize(self.ops.len(), LitRun::default());
+        let to = self.ops.len() as u32;
+        self.index.insert(
+            key,
+            CachedScript {
+                from,
+                to,
+                used: epoch,
+            },
+        );
+        (from, to)
+    }
+
+    /// Drops the coded literals (the table they were coded with is gone).
+    fn forget_coded(&mut self) {
+        self.lits.fill(LitRun::default());
+        self.lit_bytes.clear();
+        self.lit_bits.clear();
+    }
+
+    /// Keeps only the scripts the latest body used, once the others take as much room as they
+    /// do: containers come and go, and a script for a pair that no longer meets is never read.
+    fn compact(&mut self) {
+        let epoch = self.epoch;
+        let live: usize = self
+            .index
+            .values()
+            .filter(|s| s.used == epoch)
+            .map(|s| (s.to - s.from) as usize)
+            .sum();
+        if self.ops.len() < 1024 || self.ops.len() <= 2 * live {
+            return;
+        }
+        let mut kept = ScriptCache {
+            epoch,
+            ..ScriptCache::default()
+        };
+        for (&key, s) in self.index.iter().filter(|(_, s)| s.used == epoch) {
+            let from = kept.ops.len() as u32;
+            for i in s.from as usize..s.to as usize {
+                kept.ops.push(self.ops[i]);
+                let mut run = self.lits[i];
+                if run.nbits > 0 {
+                    let (b, w) = (run.bytes as usize, run.words as usize);
+                    let words = run.nbits.div_ceil(64) as usize;
+                    run.bytes = kept.lit_bytes.len() as u32;
+                    run.words = kept.lit_bits.len() as u32;
+                    kept.lit_bytes
+                        .extend_from_slice(&self.lit_bytes[b..b + run.len as usize]);
+                    kept.lit_bits
+                        .extend_from_slice(&self.lit_bits[w..w + words]);
+                }
+                kept.lits.push(run);
+            }
+            let to = kept.ops.len() as u32;
+            kept.index.insert(
+                key,
+                CachedScript {
+                    from,
+                    to,
+                    used: epoch,
+                },
+            );
+        }
+        *self = kept;
     }
 }
 
@@ -1033,8 +1245,15 @@ mod tests {
 
     /// An exposition-shaped body and its hints, in chunks of about `chunk` bytes.
     fn body(containers: usize, families: usize, chunk: usize) -> Vec<(Vec<u8>, Vec<LineHint>)> {
-        let prefixes: Vec<String> = (0..containers)
-            .map(|c| {
+        body_of(&(0..containers).collect::<Vec<_>>(), families, chunk)
+    }
+
+    /// [`body`] for the containers named by `ids` (hint indices are positions in `ids`, as the
+    /// agent numbers its samples).
+    fn body_of(ids: &[usize], families: usize, chunk: usize) -> Vec<(Vec<u8>, Vec<LineHint>)> {
+        let prefixes: Vec<String> = ids
+            .iter()
+            .map(|&c| {
                 let id = format!("{:016x}{:016x}", (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), c * 7);
                 format!("container=\"app\",id=\"/kubepods/burstable/pod{c:04}/{id}\",image=\"\",name=\"{id}\",namespace=\"ns\",pod=\"p-{}\"", c / 3)
             })
@@ -1123,6 +1342,81 @@ mod tests {
         }
         let (gz, plain) = compress(&chunks);
         assert_eq!(gunzip(&gz), plain);
+    }
+
+    fn compress_with(
+        carry: GzipCarry,
+        chunks: &[(Vec<u8>, Vec<LineHint>)],
+    ) -> (Vec<u8>, GzipCarry) {
+        let mut gz = HintedGzip::resume(carry);
+        let mut plain = Vec::new();
+        for (c, h) in chunks {
+            gz.push(c, h);
+            plain.extend_from_slice(c);
+        }
+        let (out, carry) = gz.finish_carry();
+        assert_eq!(gunzip(&out), plain);
+        (out, carry)
+    }
+
+    #[test]
+    fn carried_state_gives_the_same_member_and_follows_changed_containers() {
+        let first: Vec<usize> = (0..60).collect();
+        // Some containers gone, new ones, and the rest in another order: indices now name
+        // other prefixes than in the body before.
+        let changed: Vec<usize> = (30..100).rev().collect();
+        let (a, carry) = compress_with(GzipCarry::default(), &body_of(&first, 8, 16 * 1024));
+        assert_eq!(carry.table.as_ref().map(|t| t.bodies), Some(1));
+        let scripts_made = carry.scripts.index.len();
+        assert!(
+            scripts_made > 0,
+            "a 60-container family is beyond the window"
+        );
+        let (_, carry) = compress_with(carry, &body_of(&changed, 8, 16 * 1024));
+        assert!(
+            carry.scripts.index.len() > scripts_made,
+            "new pairs get scripts"
+        );
+        let (again, carry) = compress_with(carry, &body_of(&first, 8, 16 * 1024));
+        // The carried table, scripts and coded literals make exactly what a fresh start made.
+        assert_eq!(again, a);
+        assert_eq!(carry.table.as_ref().map(|t| t.bodies), Some(3));
+    }
+
+    #[test]
+    fn a_carried_table_is_sized_again_after_resize_every_bodies() {
+        let chunks = body(40, 3, 64 * 1024);
+        let mut carry = GzipCarry::default();
+        let mut seen = Vec::new();
+        for _ in 0..RESIZE_EVERY + 2 {
+            carry = compress_with(carry, &chunks).1;
+            seen.push(carry.table.as_ref().map_or(0, |t| t.bodies));
+        }
+        let expected: Vec<u32> = (1..=RESIZE_EVERY).chain(1..=2).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn scripts_of_containers_gone_are_dropped() {
+        let mut carry = GzipCarry::default();
+        let mut most = 0;
+        for round in 0..30 {
+            // A new set of 150 containers every time: no script is ever used again.
+            let ids: Vec<usize> = (round * 1000..round * 1000 + 150).collect();
+            carry = compress_with(carry, &body_of(&ids, 3, 32 * 1024)).1;
+            most = most.max(carry.scripts.ops.len());
+            let s = &carry.scripts;
+            assert_eq!(s.lits.len(), s.ops.len());
+        }
+        let one_body = carry.scripts.index.len();
+        assert!(
+            one_body <= 150,
+            "only the latest body's scripts are kept: {one_body}"
+        );
+        assert!(
+            most < 4 * 1024,
+            "the arena stays bounded: {most} ops at most"
+        );
     }
 
     #[test]
@@ -1243,7 +1537,15 @@ mod tests {
             let mut gz = HintedGzip::new();
             gz.push(&data[..split], &hints);
             gz.push(&data[split..], &hints);
-            proptest::prop_assert_eq!(gunzip(&gz.finish()), data);
+            let (first, carry) = gz.finish_carry();
+            proptest::prop_assert_eq!(gunzip(&first), data.clone());
+            // And again with what the first body left: its table, scripts and coded literals.
+            let mut gz = HintedGzip::resume(carry);
+            gz.push(&data[split..], &hints);
+            gz.push(&data[..split], &hints);
+            let mut swapped = data[split..].to_vec();
+            swapped.extend_from_slice(&data[..split]);
+            proptest::prop_assert_eq!(gunzip(&gz.finish()), swapped);
         }
     }
 }

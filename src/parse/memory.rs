@@ -1,6 +1,6 @@
 //! Memory files: `memory.stat` (v1 and v2 key sets), `memory.events`, v1 `memory.oom_control`.
 
-use super::{for_each_flat_keyed, ParseError};
+use super::{for_each_flat_keyed, for_each_picked, ParseError};
 
 /// The `memory.stat` values podstat exports, named by their cAdvisor meaning.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -40,35 +40,39 @@ pub fn memory_stat_v2(bytes: &[u8]) -> Result<MemoryStat, ParseError> {
 /// the `total_*` keys, which include descendants; the fault counters are always the local keys.
 /// `total_inactive_file` is used for the working set in both cases, as cAdvisor does.
 pub fn memory_stat_v1(bytes: &[u8], hierarchical: bool) -> Result<MemoryStat, ParseError> {
-    let mut s = MemoryStat::default();
-    for_each_flat_keyed(bytes, |k, v| {
-        if hierarchical {
-            match k {
-                b"total_rss" => s.rss = Some(v),
-                b"total_cache" => s.cache = Some(v),
-                b"total_mapped_file" => s.mapped_file = Some(v),
-                b"total_swap" => s.swap = Some(v),
-                b"total_active_file" => s.active_file = Some(v),
-                _ => {}
-            }
-        } else {
-            match k {
-                b"rss" => s.rss = Some(v),
-                b"cache" => s.cache = Some(v),
-                b"mapped_file" => s.mapped_file = Some(v),
-                b"swap" => s.swap = Some(v),
-                b"active_file" => s.active_file = Some(v),
-                _ => {}
-            }
-        }
-        match k {
-            b"total_inactive_file" => s.inactive_file = Some(v),
-            b"pgfault" => s.pgfault = Some(v),
-            b"pgmajfault" => s.pgmajfault = Some(v),
-            _ => {}
-        }
-    })?;
-    Ok(s)
+    // rss, cache, mapped_file, swap, active_file, inactive_file, pgfault, pgmajfault
+    let mut v = [None; 8];
+    for_each_picked(
+        bytes,
+        |k| match k {
+            b"total_rss" if hierarchical => Some(0),
+            b"total_cache" if hierarchical => Some(1),
+            b"total_mapped_file" if hierarchical => Some(2),
+            b"total_swap" if hierarchical => Some(3),
+            b"total_active_file" if hierarchical => Some(4),
+            b"rss" if !hierarchical => Some(0),
+            b"cache" if !hierarchical => Some(1),
+            b"mapped_file" if !hierarchical => Some(2),
+            b"swap" if !hierarchical => Some(3),
+            b"active_file" if !hierarchical => Some(4),
+            b"total_inactive_file" => Some(5),
+            b"pgfault" => Some(6),
+            b"pgmajfault" => Some(7),
+            _ => None,
+        },
+        &mut v,
+    )?;
+    Ok(MemoryStat {
+        rss: v[0],
+        cache: v[1],
+        mapped_file: v[2],
+        swap: v[3],
+        active_file: v[4],
+        inactive_file: v[5],
+        pgfault: v[6],
+        pgmajfault: v[7],
+        anon_plus_file: None,
+    })
 }
 
 /// v2 `memory.events` (and the `oom_kill` line of v1 `memory.oom_control`).

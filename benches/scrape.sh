@@ -56,7 +56,7 @@ for N in "${SIZES[@]}"; do
     openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
       -keyout "$KD/key.pem" -out "$KD/cert.pem" 2>/dev/null
     echo bench-token > "$KD/token"
-    python3 benches/fake_kubelet.py $KPORT "$KD/cert.pem" "$KD/key.pem" bench-token "$N" & PIDS+=($!)
+    python3 benches/fake_kubelet.py $KPORT "$KD/cert.pem" "$KD/key.pem" bench-token "$N" & KPID=$!; PIDS+=($KPID)
     { [ -n "$CONF" ] && cat "$CONF"; printf '[kubernetes]\nsource = "kubelet"\nkubelet_url = "https://127.0.0.1:%s/pods"\ntoken_file = "%s"\nca_file = "%s"\n' $KPORT "$KD/token" "$KD/cert.pem"; } > "$KD/podstat.toml"
     CONF="$KD/podstat.toml"; sleep 1
   fi
@@ -89,7 +89,7 @@ for N in "${SIZES[@]}"; do
   MEM=$(cat "$MEMCG/$CHARGE")
   JOINED=$(curl -s http://127.0.0.1:$PORT/metrics | grep '^container_cpu_usage_seconds_total{' | grep -vc 'image=""' || true)
   kill $PS; wait $PS 2>/dev/null || true
-  [ -n "${PODSTAT_KUBELET:-}" ] && { kill "${PIDS[-2]}" 2>/dev/null || true; }
+  [ -n "${PODSTAT_KUBELET:-}" ] && { kill "$KPID" 2>/dev/null || true; }
   SORTED=($(printf '%s\n' "${LAT[@]}" | sort -n))
   P50=${SORTED[$((K / 2))]}; P99=${SORTED[$((K - 1))]}
   FLOUT=$(grep '^floor:' "$FLDIR/out")

@@ -8,9 +8,9 @@ use crate::parse::procfs;
 use crate::reader::ReadError;
 use crate::snapshot::MachineStats;
 
-/// `root_memory`: MemTotal and SwapTotal as the root's spec read them in this collection
-/// (`/proc/meminfo` is then not read a second time).
-pub fn collect(ctx: &mut Ctx, root_memory: Option<(u64, u64)>) -> MachineStats {
+/// MemTotal and SwapTotal come from [`Ctx::host`] when they are fresh there (the root's spec
+/// keeps them there too), so `/proc/meminfo` is not read twice in a collection.
+pub fn collect(ctx: &mut Ctx) -> MachineStats {
     let mut m = MachineStats::default();
     let proc_root = ctx.proc_root.clone();
     m.cpu_cores = fresh(ctx.host.cpu_cores);
@@ -30,7 +30,7 @@ pub fn collect(ctx: &mut Ctx, root_memory: Option<(u64, u64)>) -> MachineStats {
             Err(e) => report(ctx, &e),
         }
     }
-    if let Some((mem, swap)) = root_memory.or(fresh(ctx.host.memory)) {
+    if let Some((mem, swap)) = fresh(ctx.host.memory) {
         m.memory_bytes = Some(mem);
         m.swap_bytes = Some(swap);
         return m;
@@ -98,14 +98,14 @@ mod tests {
             Reader::new(None),
         );
         write(2, 4096);
-        let first = collect(&mut ctx, None);
+        let first = collect(&mut ctx);
         assert_eq!(
             (first.cpu_cores, first.memory_bytes),
             (Some(2), Some(4096 * 1024))
         );
         // Hotplug within the refresh interval: the kept figures are served.
         write(3, 8192);
-        let kept = collect(&mut ctx, None);
+        let kept = collect(&mut ctx);
         assert_eq!(
             (kept.cpu_cores, kept.memory_bytes),
             (Some(2), Some(4096 * 1024))
@@ -115,7 +115,7 @@ mod tests {
         let Some(long_ago) = long_ago else { return };
         ctx.host.cpu_cores = ctx.host.cpu_cores.map(|(_, v)| (long_ago, v));
         ctx.host.memory = ctx.host.memory.map(|(_, v)| (long_ago, v));
-        let again = collect(&mut ctx, None);
+        let again = collect(&mut ctx);
         assert_eq!(
             (again.cpu_cores, again.memory_bytes),
             (Some(3), Some(8192 * 1024))

@@ -311,13 +311,7 @@ impl Engine {
             let t0 = Instant::now();
             self.ctx.collector = "machine";
             self.ctx.collector_failed = false;
-            // The root's spec already read /proc/meminfo in this collection.
-            let root_memory = snapshot
-                .containers
-                .iter()
-                .find(|c| c.target.kind == crate::discovery::CgroupKind::Root)
-                .and_then(|c| Some((c.stats.spec_memory_limit?, c.stats.spec_memory_swap_limit?)));
-            snapshot.machine = machine::collect(&mut self.ctx, root_memory);
+            snapshot.machine = machine::collect(&mut self.ctx);
             runs.push(CollectorRun {
                 name: "machine",
                 duration: t0.elapsed(),

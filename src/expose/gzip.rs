@@ -78,8 +78,8 @@ pub struct HintedGzip {
 /// once, not once per collection, and the window's pages stay mapped.
 #[derive(Default)]
 pub struct GzipCarry {
-    /// The table in use, its code lengths (written at the head of every body) and how many
-    /// bodies it has coded; it is sized again every [`RESIZE_EVERY`] bodies.
+    /// The code lengths in use (written at the head of every body, and the tables are made
+    /// from them) and how many bodies they have coded; sized again every [`RESIZE_EVERY`].
     table: Option<CarriedTable>,
     scripts: ScriptCache,
     matcher: ScriptMatcher,
@@ -89,7 +89,6 @@ pub struct GzipCarry {
 }
 
 struct CarriedTable {
-    tables: Box<Tables>,
     lit_len: [u8; 286],
     dist_len: [u8; 30],
     bodies: u32,
@@ -167,25 +166,23 @@ struct Tables {
 }
 
 impl Tables {
-    /// A placeholder while the carried table is lent to a body's coder.
-    const EMPTY: Tables = Tables {
-        lit: [(0, 0); 256],
-        length: [(0, 0); 256],
-        dist: [(0, 0); 30],
-        end: (0, 0),
-    };
-
-    /// Every symbol gets a code (a count of at least 1), so whatever the rest of the body
-    /// holds can be written with a table made from its start.
-    fn sized(lit_freq: &[u32; 286], dist_freq: &[u32; 30]) -> (Self, [u8; 286], [u8; 30]) {
+    /// Code lengths for the symbol counts; every symbol gets a code (a count of at least 1),
+    /// so whatever the rest of the body holds can be written with a table made from its start.
+    fn lengths(lit_freq: &[u32; 286], dist_freq: &[u32; 30]) -> ([u8; 286], [u8; 30]) {
         let lit_freq: Vec<u32> = lit_freq.iter().map(|&f| f.saturating_add(1)).collect();
         let dist_freq: Vec<u32> = dist_freq.iter().map(|&f| f.saturating_add(1)).collect();
         let mut lit_len = [0u8; 286];
         let mut dist_len = [0u8; 30];
         code_lengths(&lit_freq, 15, &mut lit_len);
         code_lengths(&dist_freq, 15, &mut dist_len);
-        let lit_codes = canonical_codes(&lit_len);
-        let dist_codes = canonical_codes(&dist_len);
+        (lit_len, dist_len)
+    }
+
+    /// The tables for these code lengths: made again for each body (a few microseconds), so
+    /// only the lengths are carried between bodies.
+    fn from_lengths(lit_len: &[u8; 286], dist_len: &[u8; 30]) -> Self {
+        let lit_codes = canonical_codes(lit_len);
+        let dist_codes = canonical_codes(dist_len);
         let mut t = Tables {
             lit: [(0, 0); 256],
             length: [(0, 0); 256],
@@ -206,7 +203,7 @@ impl Tables {
         for (d, e) in t.dist.iter_mut().enumerate() {
             *e = (dist_codes[d], dist_len[d]);
         }
-        (t, lit_len, dist_len)
+        t
     }
 
     #[inline]
@@ -279,14 +276,12 @@ impl HintedGzip {
         // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=4 (fastest) OS=255 (unknown).
         bits.out
             .extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255]);
-        let reusable = carry.table.take().filter(|t| t.bodies < RESIZE_EVERY);
-        let coder = match reusable {
-            Some(mut t) => {
+        carry.table = carry.table.filter(|t| t.bodies < RESIZE_EVERY);
+        let coder = match &mut carry.table {
+            Some(t) => {
                 write_block_header(&mut bits, &t.lit_len, &t.dist_len);
                 t.bodies += 1;
-                let tables = std::mem::replace(&mut t.tables, Box::new(Tables::EMPTY));
-                carry.table = Some(t);
-                Coder::Writing(tables)
+                Coder::Writing(Box::new(Tables::from_lengths(&t.lit_len, &t.dist_len)))
             }
             None => Coder::Sizing {
                 tokens: Vec::new(),
@@ -386,9 +381,6 @@ impl HintedGzip {
         out.extend_from_slice(&self.crc.finalize().to_le_bytes());
         out.extend_from_slice(&(self.total_in as u32).to_le_bytes());
         let mut carry = std::mem::take(&mut self.carry);
-        if let (Coder::Writing(tables), Some(t)) = (self.coder, &mut carry.table) {
-            t.tables = tables;
-        }
         carry.win = self.win;
         carry.last_out = out.len();
         carry.scripts.compact();
@@ -696,7 +688,8 @@ impl HintedGzip {
         else {
             return;
         };
-        let (t, lit_len, dist_len) = Tables::sized(lit_freq, dist_freq);
+        let (lit_len, dist_len) = Tables::lengths(lit_freq, dist_freq);
+        let t = Tables::from_lengths(&lit_len, &dist_len);
         let bits = &mut self.bits;
         write_block_header(bits, &lit_len, &dist_len);
         for &tok in tokens {
@@ -711,7 +704,6 @@ impl HintedGzip {
         // Literals coded with the old table are coded again when next used.
         self.carry.scripts.forget_coded();
         self.carry.table = Some(CarriedTable {
-            tables: Box::new(Tables::EMPTY),
             lit_len,
             dist_len,
             bodies: 1,

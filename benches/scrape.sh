@@ -2,10 +2,11 @@
 # Whole-process benchmark on real cgroups (root): creates N kubelet-shaped container cgroups
 # (cgroupfs driver layout, 3 containers per pod, one sleeping process in each pod's first
 # container), runs the release binary, scrapes it, and prints CPU per scrape, latency p50/p99,
-# body size plain and gzip, RSS, the memory its cgroup is charged (RSS plus kernel memory, which
-# includes ~4.5 KiB per kept descriptor), the descriptors kept, and the floor reader's CPU
-# per pass over the same cgroups (benches/floor.rs), its passes put between the scrapes, with
-# the ratio. CPU is what podstat's own cgroup is charged (ns), so it includes serving HTTP.
+# body size plain and gzip, RSS between scrapes and its peak (reached during a gzip scrape),
+# the memory its cgroup is charged (RSS plus kernel memory, which includes ~4.5 KiB per kept
+# descriptor), the descriptors kept, and the floor reader's CPU per pass over the same cgroups
+# (benches/floor.rs), its passes put between the scrapes, with the ratio. CPU is what
+# podstat's own cgroup is charged (ns), so it includes serving HTTP.
 # Usage: benches/scrape.sh [N ...]   (default: 100 500 1000); SCRAPES=k scrapes per size
 # (default 20). Container IDs and pod UIDs are random-looking hex, as on a real node
 # (IDS=sequential: the index in hex, which makes gzip ~2.6x cheaper; see the encode bench).
@@ -44,7 +45,7 @@ fi
 mkdir -p "$MEMCG" "$CPUCG"
 FLDIR=$(mktemp -d)
 trap 'cleanup; rmdir "$MEMCG" "$CPUCG" 2>/dev/null || true; rm -rf "$FLDIR"' EXIT
-printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-7s %-10s %-7s %-20s %-16s %s\n" containers cgroups cpu_ms/scr p50_ms p99_ms plain_KiB gzip_KiB rss_MiB memcg_MiB kept_fd "floor open/pread ms" "floor kept/files" "cpu/floor"
+printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-13s %-10s %-7s %-20s %-16s %s\n" containers cgroups cpu_ms/scr p50_ms p99_ms plain_KiB gzip_KiB rss/peak_MiB memcg_MiB kept_fd "floor open/pread ms" "floor kept/files" "cpu/floor"
 for N in "${SIZES[@]}"; do
   mapfile -t NAMES < <(python3 benches/fake_kubelet.py --names "$N")
   for c in "${CTRLS[@]}"; do
@@ -77,16 +78,18 @@ for N in "${SIZES[@]}"; do
     echo pread >&7; sleep 0.55
   done
   T1=$(cpu_ns)
+  # Memory between scrapes (what the process holds most of the time), and its peak so far,
+  # which came during a gzip scrape: the plain ones below would raise it.
+  RSS=$(awk '/VmRSS/{print $2}' /proc/$PS/status); HWM=$(awk '/VmHWM/{print $2}' /proc/$PS/status)
+  MEM=$(cat "$MEMCG/$CHARGE")
   for _ in 1 2 3 4 5; do echo open >&7; sleep 0.55; done
   exec 7>&-; wait $FPID || true
   IDLE0=$(cpu_ns); sleep 3; IDLE1=$(cpu_ns)
   PLAIN=$(curl -s http://127.0.0.1:$PORT/metrics | wc -c)
   GZ=$(curl -s -H 'Accept-Encoding: gzip' http://127.0.0.1:$PORT/metrics | wc -c)
-  RSS=$(awk '/VmRSS/{print $2}' /proc/$PS/status)
   SELF=$(curl -s http://127.0.0.1:$PORT/metrics | grep '^podstat_')
   CG=$(echo "$SELF" | awk -F'[{} ]' '/^podstat_containers_discovered/{s+=$NF} END{print s}')
   KEPT=$(echo "$SELF" | awk '/^podstat_kept_descriptors /{print $2}')
-  MEM=$(cat "$MEMCG/$CHARGE")
   JOINED=$(curl -s http://127.0.0.1:$PORT/metrics | grep '^container_cpu_usage_seconds_total{' | grep -vc 'image=""' || true)
   kill $PS; wait $PS 2>/dev/null || true
   [ -n "${PODSTAT_KUBELET:-}" ] && { kill "$KPID" 2>/dev/null || true; }
@@ -97,10 +100,10 @@ for N in "${SIZES[@]}"; do
   FK=$(echo "$FLOUT" | sed -E 's/.* ([0-9]+) cgroups, ([0-9]+) files.*\(([0-9]+) kept.*/\3\/\2/')
   CPU=$(echo "($T1 - $T0) / 1000000 / $K" | bc -l)
   PREAD=$(echo "$FLOUT" | sed -E 's/.*pread ([0-9.]+) ms.*/\1/')
-  printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-7s %-10s %-7s %-20s %-16s %s\n" "$N" "$CG" \
+  printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-13s %-10s %-7s %-20s %-16s %s\n" "$N" "$CG" \
     "$(printf '%.2f' "$CPU")" \
     "$(echo "$P50 * 1000" | bc -l | xargs printf '%.1f')" "$(echo "$P99 * 1000" | bc -l | xargs printf '%.1f')" \
-    "$((PLAIN / 1024))" "$((GZ / 1024))" "$(echo "$RSS / 1024" | bc -l | xargs printf '%.1f')" \
+    "$((PLAIN / 1024))" "$((GZ / 1024))" "$(echo "$RSS / 1024" | bc -l | xargs printf '%.1f')/$(echo "$HWM / 1024" | bc -l | xargs printf '%.1f')" \
     "$(echo "$MEM / 1048576" | bc -l | xargs printf '%.1f')" "$KEPT" "$FL" "$FK" "$(echo "$CPU / $PREAD" | bc -l | xargs printf '%.2f')"
   echo "  idle: $(( (IDLE1 - IDLE0) / 1000 )) us of CPU in 3 s without scrapes"
   [ -n "${PODSTAT_KUBELET:-}" ] && echo "  containers labelled from the kubelet (image!=\"\"): $JOINED"

@@ -3,7 +3,10 @@
 //!
 //! Concurrent scrapes share one collection: a scrape takes the lock, and if the body it finds
 //! is younger than `min_collect_interval_ms` (because another scrape just made it) it serves
-//! that body instead of reading every cgroup again. Nothing runs between scrapes.
+//! that body instead of reading every cgroup again. Once it is older than that, no scrape can
+//! be served from it, so it is let go ([`Agent::release_stale`]) rather than held until the
+//! next scrape: at 1000 containers it is ~3.5 MiB (samples and gzip body) of the RSS. Nothing
+//! else runs between scrapes.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -304,6 +307,27 @@ impl Agent {
         });
         inner.last = Some(Arc::clone(&rendered));
         rendered
+    }
+
+    /// How long a collection is served to later scrapes.
+    pub fn min_interval(&self) -> Duration {
+        self.min_interval
+    }
+
+    /// Drops the kept collection once it is too old to serve; returns whether it did. Never
+    /// waits: a collection in progress replaces the kept one anyway. Responses still being
+    /// sent hold their own reference, so this only frees memory no scrape can use again.
+    pub fn release_stale(&self) -> bool {
+        let Ok(mut inner) = self.inner.try_lock() else {
+            return false;
+        };
+        match &inner.last {
+            Some(last) if last.made_at.elapsed() >= self.min_interval => {
+                inner.last = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The pod metadata store the sources publish into.

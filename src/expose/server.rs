@@ -151,6 +151,7 @@ async fn handle(
             });
             match collected.await {
                 Ok((rendered, compressed)) => {
+                    release_when_stale(&agent, rendered.made_at);
                     let body = match compressed {
                         Some(bytes) => Either::Left(Full::new(bytes)),
                         None => Either::Right(MetricsStream(rendered.chunks())),
@@ -204,6 +205,18 @@ async fn handle(
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     };
     Ok(response)
+}
+
+/// Lets the kept collection go once no scrape can be served from it (see
+/// [`Agent::release_stale`]). One timer per scrape, which fires once: the agent still does
+/// nothing between scrapes.
+fn release_when_stale(agent: &Arc<Agent>, made_at: std::time::Instant) {
+    let agent = Arc::clone(agent);
+    let at = made_at + agent.min_interval();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(at.into()).await;
+        agent.release_stale();
+    });
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish

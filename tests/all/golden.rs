@@ -217,3 +217,55 @@ fn golden_files_pass_promtool() {
         );
     }
 }
+
+/// Scrapes within `min_collect_interval_ms` share one collection; once it is too old to serve,
+/// the agent lets it go instead of holding it (samples and gzip body) until the next scrape.
+#[test]
+fn a_collection_is_shared_within_the_interval_and_released_after() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cg = tmp.path().join("cgroup");
+    copy_pinned(
+        &fixtures().join("cgroup-v2/kubepods-systemd-containerd"),
+        &cg,
+    );
+    let toml = format!(
+        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n[server]\nmin_collect_interval_ms = 300\n",
+        cg,
+        fixtures().join("proc-node"),
+        fixtures().join("sys-node")
+    );
+    let config = podstat::config::parse(&toml, "test").expect("config");
+    let agent = podstat::agent::Agent::new(&config).expect("agent");
+    let first = agent.scrape();
+    let second = agent.scrape();
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &second),
+        "a scrape within the interval collects again"
+    );
+    assert!(
+        !agent.release_stale(),
+        "a collection young enough to serve was released"
+    );
+    let kept = std::sync::Arc::downgrade(&first);
+    drop((first, second));
+    assert!(kept.upgrade().is_some(), "the agent keeps the collection");
+    std::thread::sleep(Duration::from_millis(350));
+    assert!(agent.release_stale(), "a stale collection was kept");
+    assert!(
+        kept.upgrade().is_none(),
+        "released, yet something still holds the collection"
+    );
+    let third = agent.scrape();
+    let collections = |r: &std::sync::Arc<podstat::agent::Rendered>| {
+        sample_value(
+            &String::from_utf8(r.to_vec()).expect("utf8"),
+            "podstat_collections_total",
+            &[],
+        )
+    };
+    assert_eq!(
+        collections(&third),
+        Some(2.0),
+        "the scrape after the release collects anew"
+    );
+}

@@ -14,7 +14,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use podstat::agent::CHUNK;
 use podstat::discovery::{CgroupKind, Dirs, Labels, Runtime, Target};
 use podstat::expose::encode::{render_label_prefix, Encoder};
-use podstat::expose::gzip::{HintedGzip, LineHint};
+use podstat::expose::gzip::{GzipCarry, HintedGzip, LineHint};
 use podstat::expose::names::encode_containers;
 use podstat::meta::join::Resolved;
 use podstat::parse::blkio::DeviceIo;
@@ -181,39 +181,57 @@ fn gzip(c: &mut Criterion) {
                 sizes.0 = gz.finish().map(|v| v.len()).unwrap_or(0);
             })
         });
-        c.bench_function(&format!("gzip_hinted/{n}/{ids}"), |b| {
-            b.iter(|| {
-                // In CHUNK pieces written into the window, as the agent feeds it.
-                let mut gz = HintedGzip::new();
-                let (mut from, mut h) = (0usize, 0usize);
-                let mut shifted = Vec::new();
-                while from < body.len() {
-                    let mut to = (from + CHUNK).min(body.len());
-                    while to < body.len() && body[to - 1] != b'\n' {
-                        to += 1;
+        // Fresh: every body starts from nothing (the first scrape). Carried: each starts from
+        // what the previous one left, as the agent's steady state does.
+        let mut carry = Some(GzipCarry::default());
+        for carried in [false, true] {
+            let name = if carried {
+                "gzip_hinted_carried"
+            } else {
+                "gzip_hinted"
+            };
+            c.bench_function(&format!("{name}/{n}/{ids}"), |b| {
+                b.iter(|| {
+                    // In CHUNK pieces written into the window, as the agent feeds it.
+                    let mut gz = if carried {
+                        HintedGzip::resume(carry.take().unwrap_or_default())
+                    } else {
+                        HintedGzip::new()
+                    };
+                    let (mut from, mut h) = (0usize, 0usize);
+                    let mut shifted = Vec::new();
+                    while from < body.len() {
+                        let mut to = (from + CHUNK).min(body.len());
+                        while to < body.len() && body[to - 1] != b'\n' {
+                            to += 1;
+                        }
+                        let window = gz.window();
+                        let at = window.len() as u32;
+                        window.extend_from_slice(&body[from..to]);
+                        shifted.clear();
+                        while h < hints.len() && (hints[h].value_start as usize) < to {
+                            let x = hints[h];
+                            let moved = |v: u32| v - from as u32 + at;
+                            shifted.push(LineHint {
+                                start: moved(x.start),
+                                prefix_start: moved(x.prefix_start),
+                                prefix_end: moved(x.prefix_end),
+                                value_start: moved(x.value_start),
+                                container: x.container,
+                            });
+                            h += 1;
+                        }
+                        gz.compress_appended(&shifted);
+                        from = to;
                     }
-                    let window = gz.window();
-                    let at = window.len() as u32;
-                    window.extend_from_slice(&body[from..to]);
-                    shifted.clear();
-                    while h < hints.len() && (hints[h].value_start as usize) < to {
-                        let x = hints[h];
-                        let moved = |v: u32| v - from as u32 + at;
-                        shifted.push(LineHint {
-                            start: moved(x.start),
-                            prefix_start: moved(x.prefix_start),
-                            prefix_end: moved(x.prefix_end),
-                            value_start: moved(x.value_start),
-                            container: x.container,
-                        });
-                        h += 1;
+                    let (out, left) = gz.finish_carry();
+                    sizes.1 = out.len();
+                    if carried {
+                        carry = Some(left);
                     }
-                    gz.compress_appended(&shifted);
-                    from = to;
-                }
-                sizes.1 = gz.finish().len();
-            })
-        });
+                })
+            });
+        }
         println!(
             "gzip {n} containers, {ids} ids: {} KiB -> miniz {} KiB, hinted {} KiB",
             body.len() / 1024,

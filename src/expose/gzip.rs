@@ -17,9 +17,11 @@
 //! are coded with one Huffman table for the body, built on its first chunk.
 //!
 //! Hints are only suggestions: every copy is compared with the bytes it stands for before it
-//! is emitted, and reused literal bits only for the same bytes, so a wrong or stale hint costs
-//! compression, never correctness; bytes without a hint are compressed against the previous
-//! line only. `cargo bench --bench encode -- gzip` compares it with miniz_oxide level 1 on the
+//! is emitted, except inside a script, which is applied only to exactly the two prefixes it
+//! was made for (compared whole with stored copies), where its copies hold by construction;
+//! reused literal bits are likewise only written for the bytes they were coded from. So a
+//! wrong or stale hint costs compression, never correctness; bytes without a hint are
+//! compressed against the previous line only. `cargo bench --bench encode -- gzip` compares it with miniz_oxide level 1 on the
 //! same body: 1.8 vs 3.2 ms for 1.8 MiB with random IDs, 220 vs 214 KiB out.
 
 /// Where the parts of one series line are, as offsets into the chunk passed to
@@ -60,11 +62,14 @@ pub struct HintedGzip {
     /// scripts across collections.
     prefix_keys: Vec<u64>,
     /// Per container: the copy scripts it uses against the previous line's prefix, as
-    /// (previous container, ops range in `carry.scripts`), for the last two predecessors
+    /// (previous container, script in `carry.scripts`), for the last two predecessors
     /// (`u32::MAX`: none); two, because families with fewer rows (network: pod sandboxes
     /// only) give a container another predecessor than the rest.
-    slots: Vec<[(u32, u32, u32); 2]>,
+    slots: Vec<[(u32, u32); 2]>,
     prev_line: Option<AbsHint>,
+    /// The last prefix found equal to a stored one: (its input offset, the stored span), so
+    /// the next line's script need not compare the same bytes again.
+    checked: Option<(u64, Span)>,
     /// A copy not yet written, so that copies from the same distance that follow each other
     /// (`name{` and the start of the prefix, the end of the prefix and the extra labels) are
     /// written as one.
@@ -99,27 +104,50 @@ struct CarriedTable {
 /// enough that sizing and recoding the script literals cost nothing per scrape.
 const RESIZE_EVERY: u32 = 64;
 
-/// Copy scripts keyed by the (previous, current) prefix hashes, with their ops, and per op its
-/// literals already Huffman-coded, so the ~100 letters of hex that a container's prefix
-/// cannot copy are written a word at a time on its later lines.
+/// Copy scripts keyed by the (previous, current) prefix hashes, with their ops, the bytes of
+/// both prefixes they were made for, and per literal op its bits already Huffman-coded.
+///
+/// A script is applied only to exactly the bytes it was made for (two comparisons per line,
+/// one when the line before was checked against the same stored prefix): then every copy in
+/// it is right by construction and its ops are emitted without comparing each one, and the
+/// ~100 letters of hex a container's prefix cannot copy are written a word at a time.
 #[derive(Default)]
 struct ScriptCache {
-    index: std::collections::HashMap<(u64, u64), CachedScript>,
+    index: std::collections::HashMap<(u64, u64), u32>,
+    scripts: Vec<Script>,
     ops: Vec<ScriptOp>,
-    /// Parallel to `ops`.
+    /// Parallel to `ops`: the coded bits of literal ops.
     lits: Vec<LitRun>,
-    lit_bytes: Vec<u8>,
     lit_bits: Vec<u64>,
+    /// Each prefix a script was made for, once, by its hash.
+    prefixes: std::collections::HashMap<u64, Span>,
+    prefix_bytes: Vec<u8>,
     /// Counts bodies; a script not used in the latest one is dropped when the cache is
     /// compacted.
     epoch: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct CachedScript {
+struct Script {
     from: u32,
     to: u32,
+    /// The previous and the current prefix, in `prefix_bytes`.
+    prev: Span,
+    cur: Span,
+    key: (u64, u64),
     used: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    at: u32,
+    len: u32,
+}
+
+impl Span {
+    fn range(self) -> std::ops::Range<usize> {
+        self.at as usize..(self.at + self.len) as usize
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,12 +157,9 @@ struct PendingCopy {
     len: usize,
 }
 
-/// One coded literal run: its bytes at `bytes` in `lit_bytes`, its bits at `words` in
-/// `lit_bits`; `nbits == 0`: not coded yet.
+/// One literal op's coded bits: at `words` in `lit_bits`; `nbits == 0`: not coded yet.
 #[derive(Debug, Clone, Copy, Default)]
 struct LitRun {
-    bytes: u32,
-    len: u32,
     words: u32,
     nbits: u32,
 }
@@ -303,6 +328,7 @@ impl HintedGzip {
             prefix_keys: Vec::new(),
             slots: Vec::new(),
             prev_line: None,
+            checked: None,
             pending: None,
             carry,
         }
@@ -454,7 +480,7 @@ impl HintedGzip {
             self.slice(prev, prev_len as usize),
             self.slice(at, (end - at) as usize),
         );
-        if self.try_copy_long(at, prev, common) {
+        if self.copy_equal(at, prev, common) {
             common as u64
         } else {
             0
@@ -483,7 +509,7 @@ impl HintedGzip {
             let mine = (line.value_start - line.prefix_end) as usize;
             let theirs = (p.value_start - p.prefix_end) as usize;
             let common = common_len(self.slice(p.prefix_end, theirs), self.slice(at, mine));
-            if self.try_copy_long(at, p.prefix_end, common) {
+            if self.copy_equal(at, p.prefix_end, common) {
                 at += common as u64;
             }
         }
@@ -495,7 +521,7 @@ impl HintedGzip {
         let c = line.container as usize;
         if self.last_prefix.len() <= c {
             self.last_prefix.resize(c + 1, u64::MAX);
-            self.slots.resize(c + 1, [(u32::MAX, 0, 0); 2]);
+            self.slots.resize(c + 1, [(u32::MAX, 0); 2]);
             self.prefix_keys.resize(c + 1, 0);
         }
         let last = std::mem::replace(&mut self.last_prefix[c], line.prefix_start);
@@ -503,59 +529,77 @@ impl HintedGzip {
         if last != u64::MAX && self.try_copy_long(line.prefix_start, last, len) {
             return;
         }
-        let Some(p) = prev else {
-            return self.literals(line.prefix_start, line.prefix_end);
-        };
-        if p.prefix_start < self.win_base {
-            return self.literals(line.prefix_start, line.prefix_end);
-        }
         // Otherwise a copy script against the line before's prefix, made once per pair of
         // prefixes and kept across bodies.
+        let script = prev
+            .filter(|p| p.prefix_start >= self.win_base)
+            .filter(|p| line.prefix_end - p.prefix_start <= WINDOW as u64)
+            .map(|p| (p, self.script_for(p, line)))
+            .filter(|&(p, s)| self.fits(s, p, line));
+        match script {
+            Some((p, s)) => self.run_script(s, p, line),
+            None => self.literals(line.prefix_start, line.prefix_end),
+        }
+    }
+
+    /// The script for the prefix pair (`p`, `line`): this container's slot, else the cache's
+    /// (made now if new).
+    fn script_for(&mut self, p: AbsHint, line: AbsHint) -> Script {
+        let c = line.container as usize;
         let slots = self.slots[c];
-        let (_, from, to) = match slots.iter().find(|s| s.0 == p.container) {
-            Some(&found) => found,
+        let id = match slots.iter().find(|s| s.0 == p.container) {
+            Some(&(_, id)) => id,
             None => {
                 let key = (self.prefix_key(p), self.prefix_key(line));
                 let i = (p.prefix_start - self.win_base) as usize;
                 let j = (line.prefix_start - self.win_base) as usize;
                 let prev_len = (p.prefix_end - p.prefix_start) as usize;
-                let (from, to) = self.carry.scripts.get_or_make(
+                let len = (line.prefix_end - line.prefix_start) as usize;
+                let id = self.carry.scripts.get_or_make(
                     key,
                     &mut self.carry.matcher,
                     &self.win[i..i + prev_len],
                     &self.win[j..j + len],
                 );
-                let made = (p.container, from, to);
-                self.slots[c] = [made, slots[0]];
-                made
+                self.slots[c] = [(p.container, id), slots[0]];
+                id
             }
         };
-        for i in from as usize..to as usize {
+        self.carry.scripts.scripts[id as usize]
+    }
+
+    /// Whether both prefixes are exactly the bytes `script` was made for (the previous one
+    /// is not compared again when the line before was found equal to the same stored bytes).
+    fn fits(&mut self, script: Script, p: AbsHint, line: AbsHint) -> bool {
+        let stored = &self.carry.scripts.prefix_bytes;
+        let cur_len = (line.prefix_end - line.prefix_start) as usize;
+        let prev_len = (p.prefix_end - p.prefix_start) as usize;
+        if cur_len != script.cur.len as usize || prev_len != script.prev.len as usize {
+            return false;
+        }
+        let prev_ok = self.checked == Some((p.prefix_start, script.prev))
+            || self.slice(p.prefix_start, prev_len) == &stored[script.prev.range()];
+        let ok = prev_ok && self.slice(line.prefix_start, cur_len) == &stored[script.cur.range()];
+        self.checked = ok.then_some((line.prefix_start, script.cur));
+        ok
+    }
+
+    /// Emits a prefix that [`HintedGzip::fits`] `script`: its copies unchecked (they held for
+    /// these bytes when it was made), its literals as their coded bits.
+    fn run_script(&mut self, script: Script, p: AbsHint, line: AbsHint) {
+        for i in script.from as usize..script.to as usize {
             let op = self.carry.scripts.ops[i];
             let at = line.prefix_start + op.at as u64;
-            let end = (at + op.len as u64).min(line.prefix_end);
-            if at >= end {
-                continue;
-            }
-            let src = match op.kind {
-                OpKind::Literal => {
-                    self.script_literals(i, at, end);
-                    continue;
+            let end = at + op.len as u64;
+            match op.kind {
+                OpKind::Literal => self.script_literals(i, script.cur, at, end),
+                OpKind::FromPrev => {
+                    self.push_copy(at, p.prefix_start + op.src as u64, op.len as usize)
                 }
-                OpKind::FromPrev => Some(p.prefix_start + op.src as u64),
-                OpKind::FromSelf => Some(line.prefix_start + op.src as u64),
-            };
-            let copied = src.is_some_and(|s| self.try_copy_long(at, s, (end - at) as usize));
-            if !copied {
-                self.literals(at, end);
+                OpKind::FromSelf => {
+                    self.push_copy(at, line.prefix_start + op.src as u64, op.len as usize)
+                }
             }
-        }
-        // A script made for a longer prefix ends early; a shorter one stops at the end.
-        let covered = self.carry.scripts.ops[from as usize..to as usize]
-            .last()
-            .map_or(0, |op| (op.at + op.len) as u64);
-        if covered < len as u64 {
-            self.literals(line.prefix_start + covered, line.prefix_end);
         }
     }
 
@@ -581,6 +625,24 @@ impl HintedGzip {
         if self.slice(cur, len) != self.slice(src, len) {
             return false;
         }
+        self.push_copy(cur, src, len);
+        true
+    }
+
+    /// [`HintedGzip::try_copy_long`] for bytes the caller has found equal.
+    fn copy_equal(&mut self, cur: u64, src: u64, len: usize) -> bool {
+        if len < MIN_MATCH || src >= cur || cur - src > WINDOW as u64 || src < self.win_base {
+            return false;
+        }
+        self.push_copy(cur, src, len);
+        true
+    }
+
+    /// A copy known to be equal and in reach, merged with the pending one when it continues
+    /// it at the same distance.
+    fn push_copy(&mut self, cur: u64, src: u64, len: usize) {
+        debug_assert!(src < cur && cur - src <= WINDOW as u64 && src >= self.win_base);
+        debug_assert!(len >= MIN_MATCH && self.slice(cur, len) == self.slice(src, len));
         let dist = (cur - src) as usize;
         match &mut self.pending {
             Some(p) if p.end == cur && p.dist == dist => {
@@ -596,7 +658,6 @@ impl HintedGzip {
                 });
             }
         }
-        true
     }
 
     /// Writes the pending copy, split into deflate's ≤ 258-byte matches.
@@ -621,37 +682,24 @@ impl HintedGzip {
         }
     }
 
-    /// The literals of script op `op` at `[at, end)`: its coded bits again if they were coded
-    /// from the same bytes, otherwise coded one by one (and kept, the first time).
-    fn script_literals(&mut self, op: usize, at: u64, end: u64) {
-        if at >= end {
-            return;
-        }
+    /// The literals of script op `op` at `[at, end)`, which hold the bytes of the stored
+    /// prefix `cur` at the same place: their coded bits, coded on first use with this table.
+    fn script_literals(&mut self, op: usize, cur: Span, at: u64, end: u64) {
         self.flush_copy();
         let Coder::Writing(t) = &self.coder else {
             return self.literals(at, end);
         };
         let cache = &mut self.carry.scripts;
-        let Some(&run) = cache.lits.get(op) else {
-            return self.literals(at, end);
-        };
-        let i = (at - self.win_base) as usize;
-        let bytes = &self.win[i..i + (end - at) as usize];
-        let run = if run.nbits == 0 {
-            let run = LitRun {
-                bytes: cache.lit_bytes.len() as u32,
-                len: bytes.len() as u32,
+        let mut run = cache.lits[op];
+        if run.nbits == 0 {
+            let from = cur.at as usize + cache.ops[op].at as usize;
+            let bytes = &cache.prefix_bytes[from..from + (end - at) as usize];
+            run = LitRun {
                 words: cache.lit_bits.len() as u32,
                 nbits: pack_literals(&t.lit, bytes, &mut cache.lit_bits),
             };
-            cache.lit_bytes.extend_from_slice(bytes);
             cache.lits[op] = run;
-            run
-        } else if cache.lit_bytes[run.bytes as usize..(run.bytes + run.len) as usize] != *bytes {
-            return self.literals(at, end);
-        } else {
-            run
-        };
+        }
         let words = run.nbits.div_ceil(64) as usize;
         self.bits.put_words(
             &cache.lit_bits[run.words as usize..run.words as usize + words],
@@ -990,17 +1038,23 @@ impl BitWriter {
         }
     }
 
-    /// Appends `nbits` bits packed LSB-first in `words`.
+    /// Appends `nbits` bits packed LSB-first in `words` (no bits set above `nbits`).
     #[inline]
     fn put_words(&mut self, words: &[u64], nbits: u32) {
-        let mut left = nbits;
-        for &w in words {
-            let take = left.min(64);
-            self.put(w & 0xffff_ffff, take.min(32));
-            if take > 32 {
-                self.put(w >> 32, take - 32);
+        let full = (nbits / 64) as usize;
+        for &w in &words[..full] {
+            self.acc |= w << self.n;
+            self.out.extend_from_slice(&self.acc.to_le_bytes());
+            // `w >> (64 - n)`, which is 0 for n = 0 (a shift by 64 is not).
+            self.acc = (w >> 1) >> (63 - self.n);
+        }
+        let rest = nbits % 64;
+        if rest > 0 {
+            let w = words[full];
+            self.put(w & 0xffff_ffff, rest.min(32));
+            if rest > 32 {
+                self.put(w >> 32, rest - 32);
             }
-            left -= take;
         }
     }
 
@@ -1028,38 +1082,58 @@ fn hash_bytes(bytes: &[u8]) -> u64 {
 }
 
 impl ScriptCache {
-    /// The ops range of the script for `key`, matched now if it is not cached.
+    /// The script for `key`, matched now if it is not cached.
     fn get_or_make(
         &mut self,
         key: (u64, u64),
         matcher: &mut ScriptMatcher,
         prev: &[u8],
         cur: &[u8],
-    ) -> (u32, u32) {
+    ) -> u32 {
         let epoch = self.epoch;
-        if let Some(found) = self.index.get_mut(&key) {
-            found.used = epoch;
-            return (found.from, found.to);
+        if let Some(&id) = self.index.get(&key) {
+            self.scripts[id as usize].used = epoch;
+            return id;
         }
         let from = self.ops.len() as u32;
         matcher.script(prev, cur, &mut self.ops);
         self.lits.resize(self.ops.len(), LitRun::default());
-        let to = self.ops.len() as u32;
-        self.index.insert(
+        let script = Script {
+            from,
+            to: self.ops.len() as u32,
+            prev: self.intern(key.0, prev),
+            cur: self.intern(key.1, cur),
             key,
-            CachedScript {
-                from,
-                to,
-                used: epoch,
-            },
-        );
-        (from, to)
+            used: epoch,
+        };
+        let id = self.scripts.len() as u32;
+        self.scripts.push(script);
+        self.index.insert(key, id);
+        id
+    }
+
+    /// Where `bytes`, whose hash is given, are stored: shared by the scripts of the same
+    /// prefix. A script's spans must hold exactly the bytes its ops were made for, so bytes
+    /// that differ from those stored under their hash (a collision, or hints that give one
+    /// container index several prefixes) are stored apart.
+    fn intern(&mut self, hash: u64, bytes: &[u8]) -> Span {
+        if let Some(&span) = self.prefixes.get(&hash) {
+            if self.prefix_bytes[span.range()] == *bytes {
+                return span;
+            }
+        }
+        let span = Span {
+            at: self.prefix_bytes.len() as u32,
+            len: bytes.len() as u32,
+        };
+        self.prefix_bytes.extend_from_slice(bytes);
+        self.prefixes.entry(hash).or_insert(span);
+        span
     }
 
     /// Drops the coded literals (the table they were coded with is gone).
     fn forget_coded(&mut self) {
         self.lits.fill(LitRun::default());
-        self.lit_bytes.clear();
         self.lit_bits.clear();
     }
 
@@ -1068,8 +1142,8 @@ impl ScriptCache {
     fn compact(&mut self) {
         let epoch = self.epoch;
         let live: usize = self
-            .index
-            .values()
+            .scripts
+            .iter()
             .filter(|s| s.used == epoch)
             .map(|s| (s.to - s.from) as usize)
             .sum();
@@ -1080,32 +1154,29 @@ impl ScriptCache {
             epoch,
             ..ScriptCache::default()
         };
-        for (&key, s) in self.index.iter().filter(|(_, s)| s.used == epoch) {
+        for s in self.scripts.iter().filter(|s| s.used == epoch) {
             let from = kept.ops.len() as u32;
             for i in s.from as usize..s.to as usize {
                 kept.ops.push(self.ops[i]);
                 let mut run = self.lits[i];
                 if run.nbits > 0 {
-                    let (b, w) = (run.bytes as usize, run.words as usize);
+                    let w = run.words as usize;
                     let words = run.nbits.div_ceil(64) as usize;
-                    run.bytes = kept.lit_bytes.len() as u32;
                     run.words = kept.lit_bits.len() as u32;
-                    kept.lit_bytes
-                        .extend_from_slice(&self.lit_bytes[b..b + run.len as usize]);
                     kept.lit_bits
                         .extend_from_slice(&self.lit_bits[w..w + words]);
                 }
                 kept.lits.push(run);
             }
-            let to = kept.ops.len() as u32;
-            kept.index.insert(
-                key,
-                CachedScript {
-                    from,
-                    to,
-                    used: epoch,
-                },
-            );
+            let script = Script {
+                from,
+                to: kept.ops.len() as u32,
+                prev: kept.intern(s.key.0, &self.prefix_bytes[s.prev.range()]),
+                cur: kept.intern(s.key.1, &self.prefix_bytes[s.cur.range()]),
+                ..*s
+            };
+            kept.index.insert(s.key, kept.scripts.len() as u32);
+            kept.scripts.push(script);
         }
         *self = kept;
     }
@@ -1182,7 +1253,10 @@ impl ScriptMatcher {
                 let mut depth = 0;
                 while cand != NONE && depth < CHAIN_DEPTH {
                     let c = cand as usize;
-                    let len = common_len(&self.ctx[c..end], &self.ctx[i..end]);
+                    // A copy from the previous prefix ends with it: in the body, other bytes
+                    // follow it than this prefix.
+                    let src_end = if c < p { p } else { end };
+                    let len = common_len(&self.ctx[c..src_end], &self.ctx[i..end]);
                     if len > best_len {
                         best_len = len;
                         best_src = c;

@@ -10,6 +10,8 @@
 # Usage: benches/scrape.sh [N ...]   (default: 100 500 1000); SCRAPES=k scrapes per size
 # (default 20). Container IDs and pod UIDs are random-looking hex, as on a real node
 # (IDS=sequential: the index in hex, which makes gzip ~2.6x cheaper; see the encode bench).
+# Scrapes go over one kept-alive connection, as Prometheus makes them (benches/scrape_client.py);
+# CONN=new makes a new connection per scrape (curl), which adds a TCP handshake to each.
 # PODSTAT_CONFIG=file passes a config (e.g. `[reader] max_open_files = 0`). PODSTAT_KUBELET=1
 # also runs a loopback HTTPS kubelet (benches/fake_kubelet.py) listing the bench's pods and
 # points podstat at it, to measure the cost of the metadata join. Cleans up by PID and by its own unique top-level
@@ -69,15 +71,25 @@ for N in "${SIZES[@]}"; do
   "$FLOOR" /sys/fs/cgroup 0 interleave < "$FLDIR/fifo" > "$FLDIR/out" & FPID=$!; PIDS+=($FPID)
   exec 7> "$FLDIR/fifo"
   for _ in $(seq 600); do grep -q ready "$FLDIR/out" 2>/dev/null && break; sleep 0.1; done
-  sleep 1; curl -s -o /dev/null http://127.0.0.1:$PORT/metrics; sleep 0.55
-  T0=$(cpu_ns)
   LAT=()
+  if [ "${CONN:-keepalive}" = keepalive ]; then
+    coproc SCRAPER { exec python3 benches/scrape_client.py 127.0.0.1:$PORT; }
+    PIDS+=("$SCRAPER_PID")
+    scrape() { echo go >&"${SCRAPER[1]}"; local t; read -r t <&"${SCRAPER[0]}"; LAT+=("$t"); }
+  else
+    scrape() { LAT+=($(curl -s -o /dev/null -H 'Accept-Encoding: gzip' -w '%{time_total}' http://127.0.0.1:$PORT/metrics)); }
+  fi
+  sleep 1; scrape; sleep 0.55; LAT=()
+  T0=$(cpu_ns)
   K=${SCRAPES:-20}
   for ((k = 0; k < K; k++)); do
-    LAT+=($(curl -s -o /dev/null -H 'Accept-Encoding: gzip' -w '%{time_total}' http://127.0.0.1:$PORT/metrics)); sleep 0.55
+    scrape; sleep 0.55
     echo pread >&7; sleep 0.55
   done
   T1=$(cpu_ns)
+  if [ "${CONN:-keepalive}" = keepalive ]; then
+    exec {SCRAPER[1]}>&-; wait "$SCRAPER_PID" 2>/dev/null || true
+  fi
   # Memory between scrapes (what the process holds most of the time), and its peak so far,
   # which came during a gzip scrape: the plain ones below would raise it.
   RSS=$(awk '/VmRSS/{print $2}' /proc/$PS/status); HWM=$(awk '/VmHWM/{print $2}' /proc/$PS/status)

@@ -151,7 +151,9 @@ async fn handle(
             });
             match collected.await {
                 Ok((rendered, compressed)) => {
-                    release_when_stale(&agent, rendered.made_at);
+                    if rendered.kept_bytes() >= RELEASE_ABOVE {
+                        release_when_stale(&agent, rendered.made_at);
+                    }
                     let body = match compressed {
                         Some(bytes) => Either::Left(Full::new(bytes)),
                         None => Either::Right(MetricsStream(rendered.chunks())),
@@ -207,9 +209,16 @@ async fn handle(
     Ok(response)
 }
 
+/// A kept collection at least this large is let go once it is too old to serve; a smaller one
+/// is kept until the next scrape replaces it. The timer's wake-ups (two, with tokio's wheel)
+/// cost ~0.1 ms of CPU on the development VM (`/metrics` with only the root cgroup: 0.61 ms
+/// per scrape with the timer, 0.51 without), which is worth it for the ~2.8 MiB a
+/// 1000-container collection holds, not for the ~0.26 MiB of 100 containers.
+const RELEASE_ABOVE: usize = 1024 * 1024;
+
 /// Lets the kept collection go once no scrape can be served from it (see
-/// [`Agent::release_stale`]). One timer per scrape, which fires once: the agent still does
-/// nothing between scrapes.
+/// [`Agent::release_stale`]). One timer per scrape: the agent still does nothing between
+/// scrapes.
 fn release_when_stale(agent: &Arc<Agent>, made_at: std::time::Instant) {
     let agent = Arc::clone(agent);
     let at = made_at + agent.min_interval();

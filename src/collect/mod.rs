@@ -89,6 +89,10 @@ pub struct HostCache {
     pub cpu_cores: Option<(Instant, u64)>,
     /// MemTotal and SwapTotal, bytes.
     pub memory: Option<(Instant, (u64, u64))>,
+    /// The host's network namespace (`/proc/1/ns/net`; None where it cannot be read, as in
+    /// a container without host PID access): it does not change, and it was a readlink per
+    /// scrape.
+    pub netns: Option<(Instant, Option<PathBuf>)>,
 }
 
 /// `cached` if it is younger than [`HOST_REFRESH`].

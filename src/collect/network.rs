@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
-use super::Ctx;
+use super::{Ctx, HOST_REFRESH};
 use crate::discovery::{CgroupKind, Target};
 use crate::parse::{cgroup_procs, netdev};
 use crate::reader::{FileCache, ReadError};
@@ -58,10 +59,41 @@ fn with_probe<T>(
     f(probe, &mut files)
 }
 
+/// The host's network namespace: PID 1's. Where PID 1 cannot be inspected (seen as root on a
+/// Firecracker VM whose init is not dumpable: EACCES), podstat's own, which is the host's in
+/// the deployments the docs describe (a host service, or a pod with `hostNetwork: true`);
+/// otherwise only podstat's own pod would lose its network series. `first` logs the fallback
+/// once, not on every refresh.
+fn host_netns(proc_root: &Path, first: bool) -> Option<PathBuf> {
+    let pid1 = proc_root.join("1").join("ns").join("net");
+    match std::fs::read_link(&pid1) {
+        Ok(netns) => Some(netns),
+        Err(e) => {
+            let own = std::fs::read_link(proc_root.join("self").join("ns").join("net")).ok();
+            if first {
+                tracing::warn!(
+                    file = %pid1.display(),
+                    error = %e,
+                    own = ?own,
+                    "cannot read the host's network namespace; taking podstat's own as the host's"
+                );
+            }
+            own
+        }
+    }
+}
+
 /// `process_collected`: the process collector ran, so `first_pid` is already known.
 pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected: bool) {
     let proc_root = ctx.proc_root.clone();
-    let host_netns = std::fs::read_link(proc_root.join("1").join("ns").join("net")).ok();
+    let host_netns = match &ctx.host.netns {
+        Some((at, netns)) if at.elapsed() < HOST_REFRESH => netns.clone(),
+        _ => {
+            let netns = host_netns(&proc_root, ctx.host.netns.is_none());
+            ctx.host.netns = Some((Instant::now(), netns.clone()));
+            netns
+        }
+    };
     // pod uid -> (pod row index, container row indices)
     let mut pods: HashMap<&str, (Option<usize>, Vec<usize>)> = HashMap::new();
     let mut root_row = None;

@@ -18,6 +18,9 @@ const POD_UID: &str = "0f1e2d3c-4b5a-4968-8778-695a4b3c2d1e";
 const BUSY_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const MEM_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const SANDBOX_ID: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+/// A pod with `hostNetwork: true`: its one container's process is in the host's namespace.
+const HOST_POD_UID: &str = "1a2b3c4d-5e6f-4a8b-9cad-bedcfe0a1b2c";
+const HOST_NET_ID: &str = "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
 const HOLD_BYTES: u64 = 64 << 20;
 
 /// The hierarchies to create the test's cgroups in (every v1 controller podstat reads, or the
@@ -97,6 +100,7 @@ fn real_cgroups_agree_with_the_kernel() {
     assert!(!hierarchies.is_empty(), "no cgroup hierarchy");
     let top = unique("podstat-test-");
     let pod_rel = format!("{top}/kubepods/burstable/pod{POD_UID}");
+    let host_pod_rel = format!("{top}/kubepods/burstable/pod{HOST_POD_UID}");
     let rels: Vec<String> = vec![
         top.clone(),
         format!("{top}/kubepods"),
@@ -105,6 +109,8 @@ fn real_cgroups_agree_with_the_kernel() {
         format!("{pod_rel}/{BUSY_ID}"),
         format!("{pod_rel}/{MEM_ID}"),
         format!("{pod_rel}/{SANDBOX_ID}"),
+        host_pod_rel.clone(),
+        format!("{host_pod_rel}/{HOST_NET_ID}"),
     ];
     let mut cgroups = CgroupGuard { dirs: Vec::new() };
     for h in &hierarchies {
@@ -112,7 +118,7 @@ fn real_cgroups_agree_with_the_kernel() {
             let dir = h.join(rel);
             std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
             cgroups.dirs.push(dir.clone());
-            if hierarchies.len() == 1 && rel != rels.last().expect("rels") {
+            if hierarchies.len() == 1 && !rel.ends_with("dd") && !rel.ends_with("cc") {
                 // Pure v2: enable the controllers for the children.
                 let _ =
                     std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory +pids +io");
@@ -197,6 +203,17 @@ fn real_cgroups_agree_with_the_kernel() {
         sandbox.pid(),
     );
     move_into(&hierarchies, &format!("{pod_rel}/{BUSY_ID}"), busy.pid());
+    let host_net = ChildGuard(
+        Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("host-network process"),
+    );
+    move_into(
+        &hierarchies,
+        &format!("{host_pod_rel}/{HOST_NET_ID}"),
+        host_net.pid(),
+    );
     move_into(&hierarchies, &format!("{pod_rel}/{MEM_ID}"), mem.pid());
     // Allocate only after the move, so the pages are charged to the test cgroup.
     writeln!(mem.0.stdin.as_mut().expect("stdin")).expect("go");
@@ -283,6 +300,21 @@ fn real_cgroups_agree_with_the_kernel() {
     assert!(!body2
         .lines()
         .any(|l| l.starts_with("container_network") && l.contains(BUSY_ID)));
+    // A pod in the host's namespace does not report the host's interfaces as its own (the
+    // test runs in the host's namespace, as root on the CI machine, so a process left in it
+    // stands for a `hostNetwork` pod).
+    assert!(
+        body2.contains(HOST_NET_ID),
+        "the host-network container is reported"
+    );
+    let leaked: Vec<&str> = body2
+        .lines()
+        .filter(|l| l.starts_with("container_network") && l.contains(HOST_POD_UID))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "host interfaces reported for the pod: {leaked:?}"
+    );
 
     // Remove a container between scrapes: the next scrape succeeds without its series.
     drop(mem);
@@ -331,7 +363,7 @@ fn real_cgroups_agree_with_the_kernel() {
         sample_value(&body5, "podstat_kept_descriptors", &[]).is_some_and(|n| n > 0.0),
         "the agent keeps descriptors by default"
     );
-    drop((busy, sandbox));
+    drop((busy, sandbox, host_net));
     drop((pod_ns, peer_ns));
     drop(cgroups);
 }

@@ -13,7 +13,7 @@ use crate::snapshot::MachineStats;
 pub fn collect(ctx: &mut Ctx) -> MachineStats {
     let mut m = MachineStats::default();
     let proc_root = ctx.proc_root.clone();
-    m.cpu_cores = fresh(ctx.host.cpu_cores);
+    m.cpu_cores = fresh(&ctx.host.cpu_cores);
     if m.cpu_cores.is_none() {
         match ctx
             .reader
@@ -30,7 +30,7 @@ pub fn collect(ctx: &mut Ctx) -> MachineStats {
             Err(e) => report(ctx, &e),
         }
     }
-    if let Some((mem, swap)) = fresh(ctx.host.memory) {
+    if let Some((mem, swap)) = fresh(&ctx.host.memory) {
         m.memory_bytes = Some(mem);
         m.swap_bytes = Some(swap);
         return m;

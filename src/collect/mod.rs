@@ -96,8 +96,10 @@ pub struct HostCache {
 }
 
 /// `cached` if it is younger than [`HOST_REFRESH`].
-pub fn fresh<T: Copy>(cached: Option<(Instant, T)>) -> Option<T> {
-    cached.and_then(|(at, v)| (at.elapsed() < HOST_REFRESH).then_some(v))
+pub fn fresh<T: Clone>(cached: &Option<(Instant, T)>) -> Option<T> {
+    cached
+        .as_ref()
+        .and_then(|(at, v)| (at.elapsed() < HOST_REFRESH).then(|| v.clone()))
 }
 
 impl Ctx {

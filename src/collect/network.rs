@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Ctx, HOST_REFRESH};
+use super::{fresh, Ctx};
 use crate::discovery::{CgroupKind, Target};
 use crate::parse::{cgroup_procs, netdev};
 use crate::reader::{FileCache, ReadError};
@@ -86,9 +86,9 @@ fn host_netns(proc_root: &Path, first: bool) -> Option<PathBuf> {
 /// `process_collected`: the process collector ran, so `first_pid` is already known.
 pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected: bool) {
     let proc_root = ctx.proc_root.clone();
-    let host_netns = match &ctx.host.netns {
-        Some((at, netns)) if at.elapsed() < HOST_REFRESH => netns.clone(),
-        _ => {
+    let host_netns = match fresh(&ctx.host.netns) {
+        Some(netns) => netns,
+        None => {
             let netns = host_netns(&proc_root, ctx.host.netns.is_none());
             ctx.host.netns = Some((Instant::now(), netns.clone()));
             netns

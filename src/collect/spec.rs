@@ -14,7 +14,7 @@ pub const DEF: CollectorDef = CollectorDef {
 fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
     if t.kind == CgroupKind::Root {
         // The root has no limit files; cAdvisor reports the machine's memory and swap.
-        let host = match super::fresh(ctx.host.memory) {
+        let host = match super::fresh(&ctx.host.memory) {
             Some(host) => Some(host),
             None => {
                 let proc_root = ctx.proc_root.clone();

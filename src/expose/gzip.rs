@@ -617,12 +617,9 @@ impl HintedGzip {
     /// matches, if deflate can reach it and the bytes really are equal (elementwise, which is
     /// also what an overlapping copy produces).
     fn try_copy_long(&mut self, cur: u64, src: u64, len: usize) -> bool {
-        if len < MIN_MATCH || src >= cur || cur - src > WINDOW as u64 || src < self.win_base {
-            return false;
-        }
         // Equality, not a common length: `bcmp` compares the ~100 bytes of a prefix in a few
         // vector loads.
-        if self.slice(cur, len) != self.slice(src, len) {
+        if !self.in_reach(cur, src, len) || self.slice(cur, len) != self.slice(src, len) {
             return false;
         }
         self.push_copy(cur, src, len);
@@ -631,18 +628,24 @@ impl HintedGzip {
 
     /// [`HintedGzip::try_copy_long`] for bytes the caller has found equal.
     fn copy_equal(&mut self, cur: u64, src: u64, len: usize) -> bool {
-        if len < MIN_MATCH || src >= cur || cur - src > WINDOW as u64 || src < self.win_base {
+        if !self.in_reach(cur, src, len) {
             return false;
         }
         self.push_copy(cur, src, len);
         true
     }
 
+    /// Whether deflate can copy `[cur, cur+len)` from `src`: a match long enough, from
+    /// earlier input still in the window.
+    fn in_reach(&self, cur: u64, src: u64, len: usize) -> bool {
+        len >= MIN_MATCH && src < cur && cur - src <= WINDOW as u64 && src >= self.win_base
+    }
+
     /// A copy known to be equal and in reach, merged with the pending one when it continues
     /// it at the same distance.
     fn push_copy(&mut self, cur: u64, src: u64, len: usize) {
-        debug_assert!(src < cur && cur - src <= WINDOW as u64 && src >= self.win_base);
-        debug_assert!(len >= MIN_MATCH && self.slice(cur, len) == self.slice(src, len));
+        debug_assert!(self.in_reach(cur, src, len));
+        debug_assert!(self.slice(cur, len) == self.slice(src, len));
         let dist = (cur - src) as usize;
         match &mut self.pending {
             Some(p) if p.end == cur && p.dist == dist => {

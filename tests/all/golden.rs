@@ -52,20 +52,30 @@ pub fn normalise(body: &str) -> String {
         + "\n"
 }
 
-fn render(cgroup_fixture: &str) -> String {
+/// An agent over a pinned copy of a fixture cgroup tree (with the fixture proc and sys trees),
+/// configured with `settings` besides the paths; the copy lives as long as the `TempDir`.
+fn agent_on(cgroup_fixture: &str, settings: &str) -> (tempfile::TempDir, podstat::agent::Agent) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cg = tmp.path().join("cgroup");
     copy_pinned(&fixtures().join(cgroup_fixture), &cg);
     let toml = format!(
-        // A small descriptor budget (below any RLIMIT_NOFILE) keeps the output independent of
-        // the machine's limit and exercises both the kept and the open-per-read paths.
-        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n[reader]\nmax_open_files = 64\n[server]\nmin_collect_interval_ms = 0\n",
+        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n{settings}",
         cg,
         fixtures().join("proc-node"),
         fixtures().join("sys-node")
     );
     let config = podstat::config::parse(&toml, "test").expect("config");
     let agent = podstat::agent::Agent::new(&config).expect("agent");
+    (tmp, agent)
+}
+
+fn render(cgroup_fixture: &str) -> String {
+    // A small descriptor budget (below any RLIMIT_NOFILE) keeps the output independent of the
+    // machine's limit and exercises both the kept and the open-per-read paths.
+    let (_tmp, agent) = agent_on(
+        cgroup_fixture,
+        "[reader]\nmax_open_files = 64\n[server]\nmin_collect_interval_ms = 0\n",
+    );
     let first = normalise(&String::from_utf8(agent.scrape().to_vec()).expect("utf8"));
     // The second collection reads through the descriptors the first one kept (and skips the
     // files the first found absent); apart from the count of opened files it must be identical.
@@ -222,20 +232,10 @@ fn golden_files_pass_promtool() {
 /// the agent lets it go instead of holding it (samples and gzip body) until the next scrape.
 #[test]
 fn a_collection_is_shared_within_the_interval_and_released_after() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cg = tmp.path().join("cgroup");
-    copy_pinned(
-        &fixtures().join("cgroup-v2/kubepods-systemd-containerd"),
-        &cg,
+    let (_tmp, agent) = agent_on(
+        "cgroup-v2/kubepods-systemd-containerd",
+        "[server]\nmin_collect_interval_ms = 300\n",
     );
-    let toml = format!(
-        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n[server]\nmin_collect_interval_ms = 300\n",
-        cg,
-        fixtures().join("proc-node"),
-        fixtures().join("sys-node")
-    );
-    let config = podstat::config::parse(&toml, "test").expect("config");
-    let agent = podstat::agent::Agent::new(&config).expect("agent");
     let first = agent.scrape();
     let second = agent.scrape();
     assert!(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Whole-process benchmark on real cgroups (root): creates N kubelet-shaped container cgroups
-# (cgroupfs driver layout, 3 containers per pod, one sleeping process in each pod's first
-# container), runs the release binary, scrapes it, and prints CPU per scrape, latency p50/p99,
+# (cgroupfs driver layout, 3 containers per pod; they hold no processes, so neither podstat nor
+# the floor reads a pod's /proc/<pid>/net/dev), runs the release binary, scrapes it, and prints CPU per scrape, latency p50/p99,
 # body size plain and gzip, RSS between scrapes and its peak (reached during a gzip scrape),
 # the memory its cgroup is charged (RSS plus kernel memory, which includes ~4.5 KiB per kept
 # descriptor), the descriptors kept, and the floor reader's CPU per pass over the same cgroups

@@ -263,29 +263,14 @@ impl Discovery {
             .walk_root()
             .ok_or_else(|| DiscoveryError::NoHierarchy("the configured cgroup root".into()))?
             .to_path_buf();
-        let root_meta = std::fs::metadata(&root).map_err(|source| DiscoveryError::Walk {
-            path: root.display().to_string(),
-            source,
-        })?;
-        let root_inode = std::os::unix::fs::MetadataExt::ino(&root_meta);
-        let root_target = match &self.root {
-            Some(t) if t.inode == root_inode => Arc::clone(t),
-            _ => {
-                // A new hierarchy under the same mount point: nothing known below it holds.
-                if let Some(old) = self.tree.take() {
-                    unwatch_tree(&mut self.watcher, &old);
-                }
-                let t = Arc::new(Target::new(
-                    &self.layout,
-                    String::from("/"),
-                    CgroupKind::Root,
-                    root_inode,
-                ));
-                self.root = Some(Arc::clone(&t));
-                t
-            }
-        };
         self.watcher.drain(&mut self.changes);
+        // The root is looked up again only when its watch says it may have changed (or there
+        // is no watch): a cold path walk to it was a measurable share of a small collection.
+        let root_watch = self.tree.as_ref().and_then(|t| t.watch);
+        let root_target = match &self.root {
+            Some(t) if !self.changes.touches(root_watch) => Arc::clone(t),
+            _ => self.root_target(&root)?,
+        };
         let mut walk = Walk {
             layout: &self.layout,
             config: &self.config,
@@ -311,6 +296,31 @@ impl Discovery {
         stats.watches = self.watcher.watches() as u64;
         self.last = stats;
         Ok(found)
+    }
+
+    /// The root's target after looking the root up: the known one while its inode is the
+    /// same, else a new one, with nothing known below the old root kept.
+    fn root_target(&mut self, root: &Path) -> Result<Arc<Target>, DiscoveryError> {
+        let root_meta = std::fs::metadata(root).map_err(|source| DiscoveryError::Walk {
+            path: root.display().to_string(),
+            source,
+        })?;
+        let root_inode = std::os::unix::fs::MetadataExt::ino(&root_meta);
+        if let Some(t) = self.root.as_ref().filter(|t| t.inode == root_inode) {
+            return Ok(Arc::clone(t));
+        }
+        // A new hierarchy under the same mount point: nothing known below it holds.
+        if let Some(old) = self.tree.take() {
+            unwatch_tree(&mut self.watcher, &old);
+        }
+        let t = Arc::new(Target::new(
+            &self.layout,
+            String::from("/"),
+            CgroupKind::Root,
+            root_inode,
+        ));
+        self.root = Some(Arc::clone(&t));
+        Ok(t)
     }
 }
 

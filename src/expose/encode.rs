@@ -31,25 +31,44 @@ impl MetricType {
 
 /// Appends a label value with the three escapes the text format requires.
 pub fn escape_label_value(out: &mut Vec<u8>, value: &str) {
-    for &b in value.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            _ => out.push(b),
-        }
+    escape(out, value.as_bytes(), |b| {
+        Some(match b {
+            b'\\' => b"\\\\",
+            b'"' => b"\\\"",
+            b'\n' => b"\\n",
+            _ => return None,
+        })
+    });
+}
+
+/// Appends `value` with each byte that `escaped` maps replaced, copying the runs between
+/// them whole: values almost never need an escape, and a push per byte was most of the cost
+/// of a family header.
+fn escape(out: &mut Vec<u8>, value: &[u8], escaped: impl Fn(u8) -> Option<&'static [u8; 2]>) {
+    if !value.iter().any(|&b| b == b'\\' || b == b'"' || b == b'\n') {
+        out.extend_from_slice(value);
+        return;
     }
+    let mut rest = value;
+    while let Some(i) = rest.iter().position(|&b| escaped(b).is_some()) {
+        out.extend_from_slice(&rest[..i]);
+        if let Some(e) = escaped(rest[i]) {
+            out.extend_from_slice(e);
+        }
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
 }
 
 /// Appends a HELP text with its two escapes.
 fn escape_help(out: &mut Vec<u8>, value: &str) {
-    for &b in value.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            _ => out.push(b),
-        }
-    }
+    escape(out, value.as_bytes(), |b| {
+        Some(match b {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            _ => return None,
+        })
+    });
 }
 
 /// Renders `container="…",id="…",image="…",name="…",namespace="…",pod="…"` (sorted, as the
@@ -176,6 +195,8 @@ impl Encoder {
         value: f64,
     ) -> usize {
         let b = &mut self.buf;
+        // Once for the line, so the appends below never grow the buffer one by one.
+        b.reserve(name.len() + prefix.len() + 64);
         b.extend_from_slice(name.as_bytes());
         if !prefix.is_empty() || !extra.is_empty() {
             b.push(b'{');

@@ -87,6 +87,7 @@ pub struct GzipCarry {
     /// from them) and how many bodies they have coded; sized again every [`RESIZE_EVERY`].
     table: Option<CarriedTable>,
     scripts: ScriptCache,
+    comments: CommentBits,
     matcher: ScriptMatcher,
     win: Vec<u8>,
     /// The last body's compressed size, to size the next output buffer once.
@@ -155,6 +156,31 @@ struct PendingCopy {
     end: u64,
     dist: usize,
     len: usize,
+}
+
+/// The coded bits of comment lines (`# HELP`, `# TYPE`), by the hash of their bytes: they
+/// are the same in every body (~110 lines, 8 KiB, most of a small body's cost to compress),
+/// so each is coded once per table and then written a word at a time. Cleared with the table.
+#[derive(Default)]
+struct CommentBits {
+    index: std::collections::HashMap<u64, u32>,
+    /// Each line's bytes (in `bytes`, to compare) and its bits (in `bits`).
+    lines: Vec<(Span, LitRun)>,
+    bytes: Vec<u8>,
+    bits: Vec<u64>,
+}
+
+/// Comment lines kept at most; past it the cache starts again (families are a fixed set, so
+/// only a body of unexpected comments would get there).
+const MAX_COMMENT_LINES: usize = 4096;
+
+impl CommentBits {
+    fn clear(&mut self) {
+        self.index.clear();
+        self.lines.clear();
+        self.bytes.clear();
+        self.bits.clear();
+    }
 }
 
 /// One literal op's coded bits: at `words` in `lit_bits`; `nbits == 0`: not coded yet.
@@ -430,12 +456,7 @@ impl HintedGzip {
         let i = (from - self.win_base) as usize;
         let bytes = &self.win[i..i + (to - from) as usize];
         match &mut self.coder {
-            Coder::Writing(t) => {
-                for &b in bytes {
-                    let (code, len) = t.lit[b as usize];
-                    self.bits.put(code as u64, len);
-                }
-            }
+            Coder::Writing(t) => self.bits.put_literals(&t.lit, bytes),
             Coder::Sizing {
                 tokens, lit_freq, ..
             } => {
@@ -451,30 +472,94 @@ impl HintedGzip {
     /// compared with the line before it, and their common start is a copy.
     fn unhinted(&mut self, from: u64, to: u64) {
         let mut at = from;
+        // The start of the line holding `at`, where known without scanning back: the text
+        // after a hinted line's value belongs to that line.
+        let mut line_start = self
+            .prev_line
+            .filter(|p| p.value_start == from)
+            .map(|p| p.start);
+        let mut prev_start = None;
         while at < to {
-            let line_end = match self
-                .slice(at, (to - at) as usize)
-                .iter()
-                .position(|&b| b == b'\n')
+            let line_end = match crate::parse::find_byte(self.slice(at, (to - at) as usize), b'\n')
             {
                 Some(i) => at + i as u64 + 1,
                 None => to,
             };
-            let copied = self.copy_from_previous_line(at, line_end);
-            self.literals(at + copied, line_end);
+            let copied = self.copy_from_previous_line(at, line_end, prev_start);
+            if self.byte(at) == b'#' {
+                self.comment_literals(at + copied, line_end);
+            } else {
+                self.literals(at + copied, line_end);
+            }
+            let starts_line = at == 0 || (at > self.win_base && self.byte(at - 1) == b'\n');
+            prev_start = line_start.or(starts_line.then_some(at));
+            line_start = None;
             at = line_end;
         }
     }
 
+    /// [`HintedGzip::literals`] for (the rest of) a comment line: its bits from the cache.
+    fn comment_literals(&mut self, from: u64, to: u64) {
+        if from >= to {
+            return;
+        }
+        self.flush_copy();
+        let Coder::Writing(t) = &self.coder else {
+            return self.literals(from, to);
+        };
+        let i = (from - self.win_base) as usize;
+        let bytes = &self.win[i..i + (to - from) as usize];
+        let cache = &mut self.carry.comments;
+        let key = hash_bytes(bytes);
+        let known = cache
+            .index
+            .get(&key)
+            .map(|&l| cache.lines[l as usize])
+            .filter(|(span, _)| &cache.bytes[span.range()] == bytes);
+        let run = match known {
+            Some((_, run)) => run,
+            None => {
+                if cache.lines.len() >= MAX_COMMENT_LINES {
+                    cache.clear();
+                }
+                let span = Span {
+                    at: cache.bytes.len() as u32,
+                    len: bytes.len() as u32,
+                };
+                cache.bytes.extend_from_slice(bytes);
+                let run = LitRun {
+                    words: cache.bits.len() as u32,
+                    nbits: pack_literals(&t.lit, bytes, &mut cache.bits),
+                };
+                cache.index.insert(key, cache.lines.len() as u32);
+                cache.lines.push((span, run));
+                run
+            }
+        };
+        let words = run.nbits.div_ceil(64) as usize;
+        self.bits.put_words(
+            &cache.bits[run.words as usize..run.words as usize + words],
+            run.nbits,
+        );
+    }
+
     /// The length of the copy emitted for the start of `[at, end)` against the line before.
-    fn copy_from_previous_line(&mut self, at: u64, end: u64) -> u64 {
+    /// `prev_start`: where that line starts, when the caller knows it (else found by scanning
+    /// back).
+    fn copy_from_previous_line(&mut self, at: u64, end: u64, prev_start: Option<u64>) -> u64 {
         if at == 0 || at <= self.win_base || self.byte(at - 1) != b'\n' {
             return 0;
         }
-        let mut prev = at - 1;
-        while prev > self.win_base && self.byte(prev - 1) != b'\n' {
-            prev -= 1;
-        }
+        let prev = match prev_start.filter(|&p| p >= self.win_base && p < at) {
+            Some(p) => p,
+            None => {
+                let mut prev = at - 1;
+                while prev > self.win_base && self.byte(prev - 1) != b'\n' {
+                    prev -= 1;
+                }
+                prev
+            }
+        };
         let prev_len = at - prev;
         let common = common_len(
             self.slice(prev, prev_len as usize),
@@ -663,11 +748,17 @@ impl HintedGzip {
         }
     }
 
-    /// Writes the pending copy, split into deflate's ≤ 258-byte matches.
+    /// Writes the pending copy, if any. Inline: most calls (one before every literal run)
+    /// find none, and the call was a measurable share of the compressor's instructions.
+    #[inline]
     fn flush_copy(&mut self) {
-        let Some(PendingCopy { dist, len, .. }) = self.pending.take() else {
-            return;
-        };
+        if let Some(pending) = self.pending.take() {
+            self.write_copy(pending);
+        }
+    }
+
+    /// Writes a copy, split into deflate's ≤ 258-byte matches.
+    fn write_copy(&mut self, PendingCopy { dist, len, .. }: PendingCopy) {
         let mut left = len;
         while left > 0 {
             let take = if left > MAX_MATCH {
@@ -754,6 +845,7 @@ impl HintedGzip {
         self.coder = Coder::Writing(Box::new(t));
         // Literals coded with the old table are coded again when next used.
         self.carry.scripts.forget_coded();
+        self.carry.comments.clear();
         self.carry.table = Some(CarriedTable {
             lit_len,
             dist_len,
@@ -1039,6 +1131,28 @@ impl BitWriter {
         } else {
             self.n += len;
         }
+    }
+
+    /// Appends the codes of `bytes` as literals, with the bit buffer in registers for the
+    /// run (through `&mut self` it was loaded and stored again for every byte).
+    #[inline]
+    fn put_literals(&mut self, lit: &[(u32, u32); 256], bytes: &[u8]) {
+        let (mut acc, mut n) = (self.acc, self.n);
+        self.out.reserve(bytes.len() * 2 + 8);
+        for &b in bytes {
+            let (code, len) = lit[b as usize];
+            acc |= (code as u64) << n;
+            if n + len >= 64 {
+                self.out.extend_from_slice(&acc.to_le_bytes());
+                // n > 0 here (len ≤ 15), so the shift is in 1..=63.
+                acc = (code as u64) >> (64 - n);
+                n = n + len - 64;
+            } else {
+                n += len;
+            }
+        }
+        self.acc = acc;
+        self.n = n;
     }
 
     /// Appends `nbits` bits packed LSB-first in `words` (no bits set above `nbits`).
@@ -1450,6 +1564,29 @@ mod tests {
         // The carried table, scripts and coded literals make exactly what a fresh start made.
         assert_eq!(again, a);
         assert_eq!(carry.table.as_ref().map(|t| t.bodies), Some(3));
+    }
+
+    #[test]
+    fn comment_lines_are_coded_once_per_table() {
+        let families = 8;
+        let chunks = body(20, families, 64 * 1024);
+        let (first, carry) = compress_with(GzipCarry::default(), &chunks);
+        // The first body sizes the table on its first chunk: nothing coded before it is kept.
+        let (second, carry) = compress_with(carry, &chunks);
+        assert_eq!(carry.comments.lines.len(), 2 * families);
+        let (third, carry) = compress_with(carry, &chunks);
+        assert_eq!(
+            carry.comments.lines.len(),
+            2 * families,
+            "known lines are not added again"
+        );
+        assert_eq!(third, second, "cached bits are the bits coding them makes");
+        assert_eq!(first.len(), second.len());
+        // A new table forgets them: their bits were coded with the old one.
+        let mut carry = carry;
+        carry.table = None;
+        let (_, carry) = compress_with(carry, &chunks);
+        assert!(carry.comments.lines.is_empty());
     }
 
     #[test]

@@ -49,7 +49,7 @@ fn major_minor(token: &[u8]) -> Option<(u32, u32)> {
 /// Merges a v1 blkio file (`8:0 Read 4096` lines, a closing `Total N`) into `out`.
 /// Only `Read` and `Write` are kept, as cAdvisor's fs metrics do.
 pub fn blkio_v1(bytes: &[u8], kind: BlkioKind, out: &mut Vec<DeviceIo>) -> Result<(), ParseError> {
-    for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+    for (index, line) in super::lines(bytes).enumerate() {
         let mut fields = line
             .split(u8::is_ascii_whitespace)
             .filter(|f| !f.is_empty());
@@ -83,7 +83,7 @@ pub fn blkio_v1(bytes: &[u8], kind: BlkioKind, out: &mut Vec<DeviceIo>) -> Resul
 /// next device's line can start with several tokens (`7:7 7:6 259:0 rbytes=...`). The stats
 /// belong to the last token before the first `key=value`; trailing bare tokens are ignored.
 pub fn io_stat(bytes: &[u8], out: &mut Vec<DeviceIo>) -> Result<(), ParseError> {
-    for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+    for (index, line) in super::lines(bytes).enumerate() {
         let mut device = None;
         let mut slot_index = None;
         for token in line

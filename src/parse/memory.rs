@@ -42,23 +42,28 @@ pub fn memory_stat_v2(bytes: &[u8]) -> Result<MemoryStat, ParseError> {
 pub fn memory_stat_v1(bytes: &[u8], hierarchical: bool) -> Result<MemoryStat, ParseError> {
     // rss, cache, mapped_file, swap, active_file, inactive_file, pgfault, pgmajfault
     let mut v = [None; 8];
+    // By length first: one comparison for the few keys of a picked length, none for the
+    // ~30 others (a chain of 13 comparisons per line was half the cost of the file).
     for_each_picked(
         bytes,
-        |k| match k {
-            b"total_rss" if hierarchical => Some(0),
-            b"total_cache" if hierarchical => Some(1),
-            b"total_mapped_file" if hierarchical => Some(2),
-            b"total_swap" if hierarchical => Some(3),
-            b"total_active_file" if hierarchical => Some(4),
-            b"rss" if !hierarchical => Some(0),
-            b"cache" if !hierarchical => Some(1),
-            b"mapped_file" if !hierarchical => Some(2),
-            b"swap" if !hierarchical => Some(3),
-            b"active_file" if !hierarchical => Some(4),
-            b"total_inactive_file" => Some(5),
-            b"pgfault" => Some(6),
-            b"pgmajfault" => Some(7),
-            _ => None,
+        |k| {
+            let is = |name: &[u8]| k == name;
+            match k.len() {
+                3 if !hierarchical && is(b"rss") => Some(0),
+                4 if !hierarchical && is(b"swap") => Some(3),
+                5 if !hierarchical && is(b"cache") => Some(1),
+                7 if is(b"pgfault") => Some(6),
+                9 if hierarchical && is(b"total_rss") => Some(0),
+                10 if is(b"pgmajfault") => Some(7),
+                10 if hierarchical && is(b"total_swap") => Some(3),
+                11 if hierarchical && is(b"total_cache") => Some(1),
+                11 if !hierarchical && is(b"mapped_file") => Some(2),
+                11 if !hierarchical && is(b"active_file") => Some(4),
+                17 if hierarchical && is(b"total_mapped_file") => Some(2),
+                17 if hierarchical && is(b"total_active_file") => Some(4),
+                19 if is(b"total_inactive_file") => Some(5),
+                _ => None,
+            }
         },
         &mut v,
     )?;

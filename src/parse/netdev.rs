@@ -31,7 +31,7 @@ pub fn net_dev(
     bytes: &[u8],
     mut visit: impl FnMut(&[u8], InterfaceStats),
 ) -> Result<(), ParseError> {
-    for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+    for (index, line) in super::lines(bytes).enumerate() {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };

@@ -11,7 +11,7 @@ pub struct Pressure {
 
 pub fn pressure(bytes: &[u8]) -> Result<Pressure, ParseError> {
     let mut p = Pressure::default();
-    for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+    for (index, line) in super::lines(bytes).enumerate() {
         let mut fields = line
             .split(u8::is_ascii_whitespace)
             .filter(|f| !f.is_empty());

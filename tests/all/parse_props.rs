@@ -29,6 +29,15 @@ proptest! {
     }
 
     #[test]
+    fn lines_are_what_splitting_at_newlines_gives(
+        bytes in proptest::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..100)
+    ) {
+        let found: Vec<&[u8]> = podstat::parse::lines(&bytes).collect();
+        let split: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+        prop_assert_eq!(found, split);
+    }
+
+    #[test]
     fn text_shaped_input_never_panics(lines in proptest::collection::vec("[a-z_:0-9 =.-]{0,40}", 0..20)) {
         let text = lines.join("\n");
         let b = text.as_bytes();

@@ -45,10 +45,6 @@ pub fn escape_label_value(out: &mut Vec<u8>, value: &str) {
 /// them whole: values almost never need an escape, and a push per byte was most of the cost
 /// of a family header.
 fn escape(out: &mut Vec<u8>, value: &[u8], escaped: impl Fn(u8) -> Option<&'static [u8; 2]>) {
-    if !value.iter().any(|&b| b == b'\\' || b == b'"' || b == b'\n') {
-        out.extend_from_slice(value);
-        return;
-    }
     let mut rest = value;
     while let Some(i) = rest.iter().position(|&b| escaped(b).is_some()) {
         out.extend_from_slice(&rest[..i]);

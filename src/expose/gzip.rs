@@ -536,11 +536,7 @@ impl HintedGzip {
                 run
             }
         };
-        let words = run.nbits.div_ceil(64) as usize;
-        self.bits.put_words(
-            &cache.bits[run.words as usize..run.words as usize + words],
-            run.nbits,
-        );
+        self.bits.put_run(&cache.bits, run);
     }
 
     /// The length of the copy emitted for the start of `[at, end)` against the line before.
@@ -794,11 +790,7 @@ impl HintedGzip {
             };
             cache.lits[op] = run;
         }
-        let words = run.nbits.div_ceil(64) as usize;
-        self.bits.put_words(
-            &cache.lit_bits[run.words as usize..run.words as usize + words],
-            run.nbits,
-        );
+        self.bits.put_run(&cache.lit_bits, run);
     }
 
     /// One match token; `len` in 3..=258 and `dist` in 1..=32768.
@@ -1138,21 +1130,23 @@ impl BitWriter {
     #[inline]
     fn put_literals(&mut self, lit: &[(u32, u32); 256], bytes: &[u8]) {
         let (mut acc, mut n) = (self.acc, self.n);
-        self.out.reserve(bytes.len() * 2 + 8);
-        for &b in bytes {
-            let (code, len) = lit[b as usize];
-            acc |= (code as u64) << n;
-            if n + len >= 64 {
-                self.out.extend_from_slice(&acc.to_le_bytes());
-                // n > 0 here (len ≤ 15), so the shift is in 1..=63.
-                acc = (code as u64) >> (64 - n);
-                n = n + len - 64;
-            } else {
-                n += len;
-            }
-        }
+        let out = &mut self.out;
+        out.reserve(bytes.len() * 2 + 8);
+        code_literals(lit, bytes, &mut acc, &mut n, |word| {
+            out.extend_from_slice(&word.to_le_bytes())
+        });
         self.acc = acc;
         self.n = n;
+    }
+
+    /// Appends a coded run kept in `store`.
+    #[inline]
+    fn put_run(&mut self, store: &[u64], run: LitRun) {
+        let from = run.words as usize;
+        self.put_words(
+            &store[from..from + run.nbits.div_ceil(64) as usize],
+            run.nbits,
+        );
     }
 
     /// Appends `nbits` bits packed LSB-first in `words` (no bits set above `nbits`).
@@ -1301,24 +1295,38 @@ impl ScriptCache {
 
 /// Codes `bytes` as literals into `out`, packed LSB-first; returns the number of bits.
 fn pack_literals(lit: &[(u32, u32); 256], bytes: &[u8], out: &mut Vec<u64>) -> u32 {
-    let (mut acc, mut n, mut total) = (0u64, 0u32, 0u32);
-    for &b in bytes {
-        let (code, len) = lit[b as usize];
-        acc |= (code as u64) << n;
-        if n + len >= 64 {
-            out.push(acc);
-            // n > 0 here (len ≤ 15), so the shift is in 1..=63.
-            acc = (code as u64) >> (64 - n);
-            n = n + len - 64;
-        } else {
-            n += len;
-        }
-        total += len;
-    }
+    let (mut acc, mut n) = (0u64, 0u32);
+    let start = out.len();
+    code_literals(lit, bytes, &mut acc, &mut n, |word| out.push(word));
+    let total = (out.len() - start) as u32 * 64 + n;
     if n > 0 {
         out.push(acc);
     }
     total
+}
+
+/// Codes `bytes` as literals onto a bit buffer holding `n` bits in `acc`, handing each word
+/// it fills to `word`.
+#[inline]
+fn code_literals(
+    lit: &[(u32, u32); 256],
+    bytes: &[u8],
+    acc: &mut u64,
+    n: &mut u32,
+    mut word: impl FnMut(u64),
+) {
+    for &b in bytes {
+        let (code, len) = lit[b as usize];
+        *acc |= (code as u64) << *n;
+        if *n + len >= 64 {
+            word(*acc);
+            // n > 0 here (len ≤ 15), so the shift is in 1..=63.
+            *acc = (code as u64) >> (64 - *n);
+            *n = *n + len - 64;
+        } else {
+            *n += len;
+        }
+    }
 }
 
 /// Finds how a prefix repeats the previous one (and itself): greedy longest matches through

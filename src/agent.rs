@@ -146,8 +146,14 @@ impl Rendered {
                 if let Ok(mut c) = self.gzip_carry.lock() {
                     *c = carry;
                 }
-                compressed.shrink_to_fit();
-                Bytes::from(compressed)
+                if compressed.len() >= KEEP_BELOW {
+                    compressed.shrink_to_fit();
+                    return Bytes::from(compressed);
+                }
+                Bytes::from_owner(RecycledBody {
+                    buf: compressed,
+                    home: Arc::clone(&self.gzip_carry),
+                })
             })
             .clone()
     }
@@ -157,6 +163,33 @@ impl Rendered {
         self.containers.capacity() * std::mem::size_of::<ContainerSample>()
             + self.tail.capacity()
             + self.gzip.get().map_or(0, Bytes::len)
+    }
+}
+
+/// Collections and gzip bodies at least this large are not kept between scrapes (see the
+/// module doc); smaller ones are, which costs little memory and spares the allocator.
+pub const KEEP_BELOW: usize = 1024 * 1024;
+
+/// A gzip body whose buffer goes back to the compressor when the last response or collection
+/// holding it lets go, so the next body is written into pages already mapped.
+struct RecycledBody {
+    buf: Vec<u8>,
+    home: Arc<Mutex<GzipCarry>>,
+}
+
+impl AsRef<[u8]> for RecycledBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for RecycledBody {
+    fn drop(&mut self) {
+        // Never waits: while a body is being compressed its carry is out of the lock anyway,
+        // and a buffer not kept is simply freed.
+        if let Ok(mut carry) = self.home.try_lock() {
+            carry.recycle_output(std::mem::take(&mut self.buf));
+        }
     }
 }
 
@@ -263,8 +296,9 @@ impl Agent {
         })
     }
 
-    /// Returns a body no older than the minimum interval, collecting if needed. Blocking: call
-    /// from a blocking thread.
+    /// Returns a body no older than the minimum interval, collecting if needed. Blocking (file
+    /// reads, and waiting for a collection in progress): the server calls it on its runtime
+    /// thread on purpose (`expose::server`), anything else from a blocking thread.
     pub fn scrape(&self) -> Arc<Rendered> {
         let mut inner = match self.inner.lock() {
             Ok(g) => g,
@@ -335,6 +369,14 @@ impl Agent {
             }
             _ => false,
         }
+    }
+
+    /// The capacity of the buffer kept for the next gzip body (tests: see
+    /// [`GzipCarry::recycle_output`]).
+    pub fn spare_gzip_capacity(&self) -> usize {
+        self.gzip_carry
+            .lock()
+            .map_or(0, |c| c.spare_output_capacity())
     }
 
     /// The pod metadata store the sources publish into.

@@ -229,7 +229,8 @@ fn fetch_plain(url: &str) -> anyhow::Result<String> {
 
 fn serve(agent: Arc<Agent>, config: &Config) -> anyhow::Result<()> {
     use anyhow::Context;
-    // One thread serves HTTP and the metadata source; collection runs on the blocking pool.
+    // One thread serves HTTP, collects for /metrics (see `server::handle` for why not on the
+    // blocking pool) and runs the metadata source; the pool decodes pod lists and warms up.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(4)
         .thread_keep_alive(std::time::Duration::from_secs(3600))

@@ -269,3 +269,44 @@ fn a_collection_is_shared_within_the_interval_and_released_after() {
         "the scrape after the release collects anew"
     );
 }
+
+#[test]
+fn a_gzip_body_buffer_is_reused_only_once_nothing_serves_it() {
+    let (_tmp, agent) = agent_on(
+        "cgroup-v2/kubepods-systemd-containerd",
+        "[server]\nmin_collect_interval_ms = 0\n",
+    );
+    let first = agent.scrape();
+    let first_gz = first.gzipped();
+    let first_plain = first.to_vec();
+    drop(first);
+    // The agent let the first collection go when it made the second, but a response still
+    // holds the first body: its buffer must not be written again.
+    let second = agent.scrape();
+    let second_gz = second.gzipped();
+    let third = agent.scrape();
+    let _ = third.gzipped();
+    assert_eq!(
+        agent.spare_gzip_capacity(),
+        0,
+        "a body still being served was recycled"
+    );
+    assert!(gunzip(&first_gz) == first_plain, "a held body changed");
+    assert!(gunzip(&second_gz) == second.to_vec(), "a held body changed");
+    let held = first_gz.len();
+    drop((first_gz, second, second_gz));
+    assert!(
+        agent.spare_gzip_capacity() >= held,
+        "the buffer of a body nothing holds was not kept for the next"
+    );
+    let fourth = agent.scrape();
+    assert!(
+        gunzip(&fourth.gzipped()) == fourth.to_vec(),
+        "a body written into a reused buffer is wrong"
+    );
+    assert_eq!(
+        agent.spare_gzip_capacity(),
+        0,
+        "the kept buffer was not used"
+    );
+}

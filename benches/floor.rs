@@ -189,8 +189,11 @@ fn main() {
                 sink = sink.wrapping_add(pread_pass(&mut buf));
                 &mut pread
             };
-            into.0 += thread_cpu_ms() - t0;
+            let ms = thread_cpu_ms() - t0;
+            into.0 += ms;
             into.1 += 1;
+            // Each pass too, so the bench script can pair it with the scrape next to it.
+            println!("pass {} {ms:.4}", line.trim());
         }
         let per = |(ms, n): (f64, u32)| ms / f64::from(n.max(1));
         (per(open), per(pread))

@@ -5,7 +5,8 @@
 # body size plain and gzip, RSS between scrapes and its peak (reached during a gzip scrape),
 # the memory its cgroup is charged (RSS plus kernel memory, which includes ~4.5 KiB per kept
 # descriptor), the descriptors kept, and the floor reader's CPU per pass over the same cgroups
-# (benches/floor.rs), its passes put between the scrapes, with the ratio. CPU is what
+# (benches/floor.rs), its passes put between the scrapes, with the ratio (of the totals, and
+# scrape by scrape against the pass after it: median and 10-90 % range). CPU is what
 # podstat's own cgroup is charged (ns), so it includes serving HTTP.
 # Usage: benches/scrape.sh [N ...]   (default: 100 500 1000); SCRAPES=k scrapes per size
 # (default 20). Container IDs and pod UIDs are random-looking hex, as on a real node
@@ -82,11 +83,13 @@ for N in "${SIZES[@]}"; do
   sleep 1; scrape; sleep 0.55; LAT=()
   T0=$(cpu_ns)
   K=${SCRAPES:-20}
+  MARKS=("$T0")
   for ((k = 0; k < K; k++)); do
     scrape; sleep 0.55
     echo pread >&7; sleep 0.55
+    MARKS+=("$(cpu_ns)")
   done
-  T1=$(cpu_ns)
+  T1=${MARKS[K]}
   if [ "${CONN:-keepalive}" = keepalive ]; then
     exec {SCRAPER[1]}>&-; wait "$SCRAPER_PID" 2>/dev/null || true
   fi
@@ -111,13 +114,19 @@ for N in "${SIZES[@]}"; do
   FL=$(echo "$FLOUT" | sed -E 's/.*close ([0-9.]+) ms.*pread ([0-9.]+) ms.*/\1 \/ \2/')
   FK=$(echo "$FLOUT" | sed -E 's/.* ([0-9]+) cgroups, ([0-9]+) files.*\(([0-9]+) kept.*/\3\/\2/')
   CPU=$(echo "($T1 - $T0) / 1000000 / $K" | bc -l)
+  # Each scrape's CPU over the floor pass that followed it: how much the ratio moves pair to
+  # pair (the VM's drift, which the pairing cancels out of the total, shows up here).
+  SPREAD=$(for ((k = 0; k < K; k++)); do echo "$(( MARKS[k + 1] - MARKS[k] ))"; done |
+    paste - <(grep '^pass pread' "$FLDIR/out" | awk '{print $3}') |
+    awk '$2 > 0 { print $1 / 1e6 / $2 }' | sort -n |
+    awk '{ r[NR] = $1 } END { if (NR) printf "%.2f, 10-90%% %.2f-%.2f over %d pairs", r[int((NR + 1) / 2)], r[int(NR * 0.1) + 1], r[(int(NR * 0.9) > 0) ? int(NR * 0.9) : 1], NR }')
   PREAD=$(echo "$FLOUT" | sed -E 's/.*pread ([0-9.]+) ms.*/\1/')
   printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-13s %-10s %-7s %-20s %-16s %s\n" "$N" "$CG" \
     "$(printf '%.2f' "$CPU")" \
     "$(echo "$P50 * 1000" | bc -l | xargs printf '%.1f')" "$(echo "$P99 * 1000" | bc -l | xargs printf '%.1f')" \
     "$((PLAIN / 1024))" "$((GZ / 1024))" "$(echo "$RSS / 1024" | bc -l | xargs printf '%.1f')/$(echo "$HWM / 1024" | bc -l | xargs printf '%.1f')" \
     "$(echo "$MEM / 1048576" | bc -l | xargs printf '%.1f')" "$KEPT" "$FL" "$FK" "$(echo "$CPU / $PREAD" | bc -l | xargs printf '%.2f')"
-  echo "  idle: $(( (IDLE1 - IDLE0) / 1000 )) us of CPU in 3 s without scrapes"
+  echo "  idle: $(( (IDLE1 - IDLE0) / 1000 )) us of CPU in 3 s without scrapes; cpu/floor pair by pair: median $SPREAD"
   [ -n "${PODSTAT_KUBELET:-}" ] && echo "  containers labelled from the kubelet (image!=\"\"): $JOINED"
   for c in "${CTRLS[@]}"; do find "$c/$TOP" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
 done

@@ -8,8 +8,8 @@ use crate::parse::procfs;
 use crate::reader::ReadError;
 use crate::snapshot::MachineStats;
 
-/// MemTotal and SwapTotal come from [`Ctx::host`] when they are fresh there (the root's spec
-/// keeps them there too), so `/proc/meminfo` is not read twice in a collection.
+/// MemTotal and SwapTotal come from [`host_memory`], which the root's spec shares, so
+/// `/proc/meminfo` is not read twice in a collection.
 pub fn collect(ctx: &mut Ctx) -> MachineStats {
     let mut m = MachineStats::default();
     let proc_root = ctx.proc_root.clone();
@@ -30,25 +30,38 @@ pub fn collect(ctx: &mut Ctx) -> MachineStats {
             Err(e) => report(ctx, &e),
         }
     }
-    if let Some((mem, swap)) = fresh(&ctx.host.memory) {
+    if let Some((mem, swap)) = host_memory(ctx) {
         m.memory_bytes = Some(mem);
         m.swap_bytes = Some(swap);
-        return m;
     }
+    m
+}
+
+/// MemTotal and SwapTotal in bytes: from [`Ctx::host`] while fresh there, else read from
+/// `/proc/meminfo` and kept there. The machine figures and the root's spec both ask.
+pub fn host_memory(ctx: &mut Ctx) -> Option<(u64, u64)> {
+    if let Some(totals) = fresh(&ctx.host.memory) {
+        return Some(totals);
+    }
+    let proc_root = ctx.proc_root.clone();
     match ctx
         .reader
         .read(&proc_root, "meminfo")
         .map(procfs::meminfo_totals)
     {
-        Ok(Ok((mem, swap))) => {
-            m.memory_bytes = Some(mem);
-            m.swap_bytes = Some(swap);
-            ctx.host.memory = Some((Instant::now(), (mem, swap)));
+        Ok(Ok(totals)) => {
+            ctx.host.memory = Some((Instant::now(), totals));
+            Some(totals)
         }
-        Ok(Err(e)) => ctx.record_error("meminfo not understood", &proc_root.join("meminfo"), &e),
-        Err(e) => report(ctx, &e),
+        Ok(Err(e)) => {
+            ctx.record_error("meminfo not understood", &proc_root.join("meminfo"), &e);
+            None
+        }
+        Err(e) => {
+            report(ctx, &e);
+            None
+        }
     }
-    m
 }
 
 fn report(ctx: &mut Ctx, e: &ReadError) {

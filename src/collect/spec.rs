@@ -2,7 +2,7 @@
 
 use super::{CollectorDef, Ctx, Vanished};
 use crate::discovery::{CgroupKind, CgroupMode, Target};
-use crate::parse::{cpu, max_or_u64, memory::limit_or_zero, procfs, single_i64, single_u64};
+use crate::parse::{cpu, max_or_u64, memory::limit_or_zero, single_i64, single_u64};
 use crate::snapshot::ContainerStats;
 
 pub const DEF: CollectorDef = CollectorDef {
@@ -14,15 +14,7 @@ pub const DEF: CollectorDef = CollectorDef {
 fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
     if t.kind == CgroupKind::Root {
         // The root has no limit files; cAdvisor reports the machine's memory and swap.
-        let host = match super::fresh(&ctx.host.memory) {
-            Some(host) => Some(host),
-            None => {
-                let proc_root = ctx.proc_root.clone();
-                let read = ctx.parse(t, Some(&proc_root), "meminfo", procfs::meminfo_totals)?;
-                ctx.host.memory = read.map(|m| (std::time::Instant::now(), m));
-                read
-            }
-        };
+        let host = super::machine::host_memory(ctx);
         if let Some((mem, swap)) = host {
             s.spec_memory_limit = Some(mem);
             s.spec_memory_swap_limit = Some(swap);

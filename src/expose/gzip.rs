@@ -788,27 +788,13 @@ impl HintedGzip {
     /// Writes a copy, split into deflate's ≤ 258-byte matches. While writing, the distance
     /// is coded once for all of them.
     fn write_copy(&mut self, PendingCopy { dist, len, .. }: PendingCopy) {
-        let coded = match &self.coder {
-            Coder::Writing(t) => Some(t.distance(dist - 1)),
-            Coder::Sizing { .. } => None,
-        };
-        let mut left = len;
-        while left > 0 {
-            let take = if left > MAX_MATCH {
-                // Never leave a tail shorter than a match.
-                if left - MAX_MATCH >= MIN_MATCH {
-                    MAX_MATCH
-                } else {
-                    left - MIN_MATCH
-                }
-            } else {
-                left
-            };
-            match (&self.coder, coded) {
-                (Coder::Writing(t), Some(d)) => t.copy_coded(&mut self.bits, take - MIN_MATCH, d),
-                _ => self.copy(take, dist),
-            }
-            left -= take;
+        if let Coder::Writing(t) = &self.coder {
+            let coded = t.distance(dist - 1);
+            for_each_match(len, |take| {
+                t.copy_coded(&mut self.bits, take - MIN_MATCH, coded)
+            });
+        } else {
+            for_each_match(len, |take| self.copy(take, dist));
         }
     }
 
@@ -888,6 +874,23 @@ impl HintedGzip {
 
 /// How many leading bytes `a` and `b` share, a word at a time: the copies compared here are
 /// mostly tens of bytes, where a call to `memcmp` costs more than the comparison.
+/// Splits a copy of `len` ≥ 3 bytes into deflate's 3..=258-byte matches, never leaving a tail
+/// shorter than a match.
+#[inline]
+fn for_each_match(mut len: usize, mut emit: impl FnMut(usize)) {
+    while len > 0 {
+        let take = if len <= MAX_MATCH {
+            len
+        } else if len - MAX_MATCH >= MIN_MATCH {
+            MAX_MATCH
+        } else {
+            len - MIN_MATCH
+        };
+        emit(take);
+        len -= take;
+    }
+}
+
 fn common_len(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
     let word = |s: &[u8], i: usize| {
@@ -1153,16 +1156,11 @@ impl BitWriter {
     /// above `len`).
     #[inline]
     fn put(&mut self, v: u64, len: u32) {
-        self.acc |= v << self.n;
-        if self.n + len >= 64 {
-            // Whole words: a fixed-size append is a store, a variable one a call to memmove.
-            self.out.extend_from_slice(&self.acc.to_le_bytes());
-            // n ≥ 16 here (len ≤ 48), so the shift is in 1..=48.
-            self.acc = v >> (64 - self.n);
-            self.n = self.n + len - 64;
-        } else {
-            self.n += len;
-        }
+        let out = &mut self.out;
+        // Whole words: a fixed-size append is a store, a variable one a call to memmove.
+        push_bits(&mut self.acc, &mut self.n, v, len, |word| {
+            out.extend_from_slice(&word.to_le_bytes())
+        });
     }
 
     /// Appends the codes of `bytes` as literals, with the bit buffer in registers for the
@@ -1357,15 +1355,23 @@ fn code_literals(
 ) {
     for &b in bytes {
         let (code, len) = lit[b as usize];
-        *acc |= (code as u64) << *n;
-        if *n + len >= 64 {
-            word(*acc);
-            // n > 0 here (len ≤ 15), so the shift is in 1..=63.
-            *acc = (code as u64) >> (64 - *n);
-            *n = *n + len - 64;
-        } else {
-            *n += len;
-        }
+        push_bits(acc, n, code as u64, len, &mut word);
+    }
+}
+
+/// Appends the low `len` bits of `v` (`len` < 64, no bits above it) to a bit buffer holding
+/// `n` bits in `acc`, handing it to `word` when it fills. The one bit-packing step of the
+/// writer: match tokens, literal runs and cached runs all go through it.
+#[inline(always)]
+fn push_bits(acc: &mut u64, n: &mut u32, v: u64, len: u32, mut word: impl FnMut(u64)) {
+    *acc |= v << *n;
+    if *n + len >= 64 {
+        word(*acc);
+        // n ≥ 1 here (len < 64), so the shift is in 1..=63.
+        *acc = v >> (64 - *n);
+        *n = *n + len - 64;
+    } else {
+        *n += len;
     }
 }
 

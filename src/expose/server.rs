@@ -150,7 +150,7 @@ async fn handle(
             // served the same collection.
             let rendered = agent.scrape();
             let compressed = gzip.then(|| rendered.gzipped());
-            if rendered.kept_bytes() >= RELEASE_ABOVE {
+            if rendered.kept_bytes() >= KEEP_BELOW {
                 release_when_stale(&agent, rendered.made_at);
             }
             let body = match compressed {
@@ -202,16 +202,13 @@ async fn handle(
     Ok(response)
 }
 
-/// A kept collection of at least [`KEEP_BELOW`] bytes is let go once it is too old to serve; a
-/// smaller one is kept until the next scrape replaces it. The timer's wake-ups (two, with
-/// tokio's wheel) cost ~0.1 ms of CPU on the development VM (`/metrics` with only the root
-/// cgroup: 0.61 ms per scrape with the timer, 0.51 without), which is worth it for the ~2.8 MiB
-/// a 1000-container collection holds, not for the ~0.26 MiB of 100 containers.
-const RELEASE_ABOVE: usize = KEEP_BELOW;
-
 /// Lets the kept collection go once no scrape can be served from it (see
-/// [`Agent::release_stale`]). One timer per scrape: the agent still does nothing between
-/// scrapes.
+/// [`Agent::release_stale`]). Only for collections of at least [`KEEP_BELOW`] bytes; a smaller
+/// one is kept until the next scrape replaces it. The timer's wake-ups (two, with tokio's
+/// wheel) cost ~0.1 ms of CPU on the development VM (`/metrics` with only the root cgroup:
+/// 0.61 ms per scrape with the timer, 0.51 without), which is worth it for the ~2.8 MiB a
+/// 1000-container collection holds, not for the ~0.26 MiB of 100 containers. One timer per
+/// such scrape: the agent still does nothing between scrapes.
 fn release_when_stale(agent: &Arc<Agent>, made_at: std::time::Instant) {
     let agent = Arc::clone(agent);
     let at = made_at + agent.min_interval();

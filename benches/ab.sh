@@ -3,7 +3,7 @@
 # kubelet-shaped container cgroups (as benches/scrape.sh makes them), each in a cgroup of its
 # own, with min_collect_interval_ms = 0 so every scrape collects; their scrapes are alternated
 # in random order, back to back, so the VM's drift (tens of percent over minutes here) hits
-# both alike. Same-binary runs agreed to 0.6 % and better over 400 pairs; whole-process scrapes with
+# both alike. Same-binary runs agreed to 1.4 % and better over 400 pairs; whole-process scrapes with
 # pauses (benches/scrape.sh) drift by more than most changes to the scrape path. Instruction
 # counts (benches/instructions.sh) do not drift but can mislead: fewer instructions has
 # measured slower here. Usage: benches/ab.sh BIN_A BIN_B [N (default 100)] [PAIRS (default 400)]

@@ -788,13 +788,23 @@ impl HintedGzip {
     /// Writes a copy, split into deflate's ≤ 258-byte matches. While writing, the distance
     /// is coded once for all of them.
     fn write_copy(&mut self, PendingCopy { dist, len, .. }: PendingCopy) {
-        if let Coder::Writing(t) = &self.coder {
-            let coded = t.distance(dist - 1);
-            for_each_match(len, |take| {
-                t.copy_coded(&mut self.bits, take - MIN_MATCH, coded)
-            });
-        } else {
-            for_each_match(len, |take| self.copy(take, dist));
+        debug_assert!(len >= MIN_MATCH && (1..=WINDOW).contains(&dist));
+        match &mut self.coder {
+            Coder::Writing(t) => {
+                let coded = t.distance(dist - 1);
+                for_each_match(len, |take| {
+                    t.copy_coded(&mut self.bits, take - MIN_MATCH, coded)
+                });
+            }
+            Coder::Sizing {
+                tokens,
+                lit_freq,
+                dist_freq,
+            } => for_each_match(len, |take| {
+                lit_freq[257 + LENGTH_CODES[take - MIN_MATCH].0 as usize] += 1;
+                dist_freq[dist_code(dist - 1).0 as usize] += 1;
+                tokens.push(MATCH_FLAG | ((take - MIN_MATCH) as u32) << 15 | (dist - 1) as u32);
+            }),
         }
     }
 
@@ -817,23 +827,6 @@ impl HintedGzip {
             cache.lits[op] = run;
         }
         self.bits.put_run(&cache.lit_bits, run);
-    }
-
-    /// One match token; `len` in 3..=258 and `dist` in 1..=32768.
-    fn copy(&mut self, len: usize, dist: usize) {
-        debug_assert!((MIN_MATCH..=MAX_MATCH).contains(&len) && (1..=WINDOW).contains(&dist));
-        match &mut self.coder {
-            Coder::Writing(t) => t.copy(&mut self.bits, len - MIN_MATCH, dist - 1),
-            Coder::Sizing {
-                tokens,
-                lit_freq,
-                dist_freq,
-            } => {
-                lit_freq[257 + LENGTH_CODES[len - MIN_MATCH].0 as usize] += 1;
-                dist_freq[dist_code(dist - 1).0 as usize] += 1;
-                tokens.push(MATCH_FLAG | ((len - MIN_MATCH) as u32) << 15 | (dist - 1) as u32);
-            }
-        }
     }
 
     /// Sizes the table on the tokens seen so far, writes the block header and those tokens,
@@ -872,8 +865,6 @@ impl HintedGzip {
     }
 }
 
-/// How many leading bytes `a` and `b` share, a word at a time: the copies compared here are
-/// mostly tens of bytes, where a call to `memcmp` costs more than the comparison.
 /// Splits a copy of `len` ≥ 3 bytes into deflate's 3..=258-byte matches, never leaving a tail
 /// shorter than a match.
 #[inline]
@@ -891,6 +882,8 @@ fn for_each_match(mut len: usize, mut emit: impl FnMut(usize)) {
     }
 }
 
+/// How many leading bytes `a` and `b` share, a word at a time: the copies compared here are
+/// mostly tens of bytes, where a call to `memcmp` costs more than the comparison.
 fn common_len(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
     let word = |s: &[u8], i: usize| {
@@ -1152,7 +1145,7 @@ struct BitWriter {
 }
 
 impl BitWriter {
-    /// Appends the low `len` bits of `v` (`len` ≤ 48: a whole match token at once; no bits
+    /// Appends the low `len` bits of `v` (`len` < 64: a whole match token at once; no bits
     /// above `len`).
     #[inline]
     fn put(&mut self, v: u64, len: u32) {

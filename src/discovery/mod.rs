@@ -3,7 +3,9 @@
 //!
 //! Targets are kept between scrapes keyed by path and inode: an unchanged cgroup keeps its
 //! rendered label strings and start time, and a cgroup removed and recreated under the same
-//! path (new inode) becomes a new target, so no state leaks from the old container.
+//! path (a new inode, or a removal its parent's watch reported, for a filesystem that hands
+//! the freed inode number to the new directory) becomes a new target, so no state leaks from
+//! the old container.
 
 pub mod layout;
 pub mod mounts;
@@ -402,7 +404,7 @@ impl Walk<'_> {
     }
 
     /// Lists `node` again, keeping the targets (and walked subtrees) of children whose name and
-    /// inode did not change.
+    /// inode did not change and that its watch did not see removed.
     fn relist(&mut self, node: &mut DirNode) -> std::io::Result<()> {
         let mut listed: Vec<(String, u64)> = std::fs::read_dir(&node.dir)?
             .filter_map(Result::ok)
@@ -418,7 +420,9 @@ impl Walk<'_> {
                 unwatch_child(self.watcher, &gone);
             }
             if let Some(same) = old.next_if(|c| c.name == name) {
-                if same.inode == inode {
+                // The inode alone is not proof: a filesystem may give a recreated directory
+                // the number its predecessor freed, which the watch's removal event tells.
+                if same.inode == inode && !self.changes.removed(node.watch, &name) {
                     children.push(same);
                     continue;
                 }
@@ -565,8 +569,12 @@ mod tests {
             .find(|t| t.path == container(1))
             .expect("container 1")
             .clone();
+        // The old directory is held open until the new one exists, so this filesystem cannot
+        // hand it the freed inode number (ext4 often does): this case is a new inode.
+        let held = std::fs::File::open(d.path().join(&container(1)[1..])).expect("open");
         std::fs::remove_dir(d.path().join(&container(1)[1..])).expect("rmdir");
         std::fs::create_dir(d.path().join(&container(1)[1..])).expect("mkdir");
+        drop(held);
         let after = watched.refresh().expect("walk");
         let new = after
             .iter()
@@ -577,6 +585,23 @@ mod tests {
             "no state carried over from the old cgroup"
         );
         assert_ne!(old.inode, new.inode);
+
+        // Gone and back with the same inode number (here by renaming it away and back, as a
+        // reused number would look): the watch saw it leave, so it is a new target too.
+        let old = Arc::clone(new);
+        let away = d.path().join(&POD[1..]).join("away");
+        std::fs::rename(d.path().join(&container(1)[1..]), &away).expect("rename away");
+        std::fs::rename(&away, d.path().join(&container(1)[1..])).expect("rename back");
+        let after = watched.refresh().expect("walk");
+        let new = after
+            .iter()
+            .find(|t| t.path == container(1))
+            .expect("container 1 back");
+        assert_eq!(old.inode, new.inode);
+        assert!(
+            !Arc::ptr_eq(&old, new),
+            "a child the watch saw leave is not kept on its inode alone"
+        );
 
         // A whole pod removed, then a new one created: its subtree is walked from scratch.
         std::fs::remove_dir_all(d.path().join(&POD[1..])).expect("rm pod");

@@ -13,6 +13,7 @@
 //! cannot be created, and a queue overflow, after which every directory is listed once.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -34,6 +35,9 @@ fn child_events() -> AddWatchFlags {
 pub struct Changes {
     /// Watches whose directory gained, lost or renamed a child (or went away itself).
     pub dirty: HashSet<WatchDescriptor>,
+    /// Children removed from (or renamed away from) a watched directory, by name: one listed
+    /// again under the same name is a new cgroup even if its inode number was reused.
+    pub removed: HashSet<(WatchDescriptor, OsString)>,
     /// The kernel dropped events: no watched directory can be trusted until listed again.
     pub overflow: bool,
 }
@@ -47,8 +51,14 @@ impl Changes {
         }
     }
 
+    /// True when a child called `name` left the directory watched by `wd` since the last walk.
+    pub fn removed(&self, wd: Option<WatchDescriptor>, name: &str) -> bool {
+        wd.is_some_and(|wd| self.removed.contains(&(wd, OsString::from(name))))
+    }
+
     pub fn clear(&mut self) {
         self.dirty.clear();
+        self.removed.clear();
         self.overflow = false;
     }
 }
@@ -124,6 +134,12 @@ impl DirWatcher {
                         if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                             changes.overflow = true;
                         } else {
+                            let gone = AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM;
+                            if event.mask.intersects(gone) {
+                                if let Some(name) = event.name {
+                                    changes.removed.insert((event.wd, name));
+                                }
+                            }
                             changes.dirty.insert(event.wd);
                         }
                     }

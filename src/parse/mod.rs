@@ -73,7 +73,7 @@ pub fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(bytes);
     std::iter::from_fn(move || {
         let r = rest?;
-        match find_newline(r) {
+        match find_byte(r, b'\n') {
             Some(i) => {
                 rest = r.get(i + 1..);
                 r.get(..i)
@@ -86,62 +86,56 @@ pub fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// The first `\n` in `hay`.
-fn find_newline(hay: &[u8]) -> Option<usize> {
-    find_byte(hay, b'\n')
-}
-
 /// The first `needle` in `hay`: a word at a time, flagging its zero bytes after an XOR with
 /// the pattern (the lowest flag is exact; flags above it may not be, and are never read). For
 /// the ~20-byte lines of cgroup files and the values of an exposition, `memchr` spends more
 /// on its set-up than this does in all.
 pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let pattern = ONES * u64::from(needle);
-    let mut at = 0;
-    while let Some(word) = hay
-        .get(at..at + 8)
-        .and_then(|w| <[u8; 8]>::try_from(w).ok())
-    {
-        let x = u64::from_le_bytes(word) ^ pattern;
-        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
-        if zeros != 0 {
-            return Some(at + (zeros.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
+    match first_flagged(hay, |word| {
+        let x = word ^ pattern;
+        x.wrapping_sub(ONES) & !x & HIGHS
+    }) {
+        Ok(i) => Some(i),
+        Err(rest) => hay
+            .get(rest..)?
+            .iter()
+            .position(|&b| b == needle)
+            .map(|p| rest + p),
     }
-    hay.get(at..)?
-        .iter()
-        .position(|&b| b == needle)
-        .map(|p| at + p)
 }
 
 /// The first ASCII whitespace in `hay`, eight bytes at a time: the first byte below `!` is
 /// flagged exactly (bytes with the high bit set are never flagged nor borrow); a control byte
 /// that is not whitespace is passed over byte by byte.
 fn find_whitespace(hay: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let bytewise = |from: usize| {
-        hay.get(from..)?
-            .iter()
-            .position(u8::is_ascii_whitespace)
-            .map(|p| from + p)
-    };
+    let (Ok(from) | Err(from)) = first_flagged(hay, |x| x.wrapping_sub(ONES * 0x21) & !x & HIGHS);
+    hay.get(from..)?
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .map(|p| from + p)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The word-at-a-time scan both searches share: `Ok(i)`, the byte whose high bit `flags` sets
+/// lowest in its (little-endian) word; `Err(at)`, no whole word had one and the bytes from
+/// `at` on are left to compare one by one.
+#[inline(always)]
+fn first_flagged(hay: &[u8], flags: impl Fn(u64) -> u64) -> Result<usize, usize> {
     let mut at = 0;
     while let Some(word) = hay
         .get(at..at + 8)
         .and_then(|w| <[u8; 8]>::try_from(w).ok())
     {
-        let x = u64::from_le_bytes(word);
-        let below = x.wrapping_sub(ONES * 0x21) & !x & HIGHS;
-        if below != 0 {
-            return bytewise(at + (below.trailing_zeros() / 8) as usize);
+        let flagged = flags(u64::from_le_bytes(word));
+        if flagged != 0 {
+            return Ok(at + (flagged.trailing_zeros() / 8) as usize);
         }
         at += 8;
     }
-    bytewise(at)
+    Err(at)
 }
 
 /// Trims ASCII whitespace (the kernel ends every single-value file with `\n`).
@@ -300,7 +294,7 @@ mod tests {
                             hay.iter().position(u8::is_ascii_whitespace),
                             "{hay:?}"
                         );
-                        assert_eq!(find_newline(&hay), hay.iter().position(|&c| c == b'\n'));
+                        assert_eq!(find_byte(&hay, b'\n'), hay.iter().position(|&c| c == b'\n'));
                     }
                 }
             }

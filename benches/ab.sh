@@ -13,9 +13,8 @@ cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: $0 BIN_A BIN_B [N] [PAIRS]" >&2; exit 2; }
 A=$(realpath "$1"); B=$(realpath "$2"); N=${3:-100}; PAIRS=${4:-400}
 TOP="podstat-ab-$$"
-CTRLS=()
-for c in cpu cpuacct memory blkio pids; do [ -e "/sys/fs/cgroup/$c/cgroup.procs" ] && CTRLS+=("/sys/fs/cgroup/$c"); done
-[ ${#CTRLS[@]} -eq 0 ] && CTRLS=(/sys/fs/cgroup)
+. benches/bench_cgroups.sh
+bench_controllers
 if [ -e /sys/fs/cgroup/cpuacct/cgroup.procs ]; then
   SELF=/sys/fs/cgroup/cpuacct/$TOP-self; CPUFILE=cpuacct.usage
 else
@@ -26,15 +25,12 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-  for c in "${CTRLS[@]}"; do [ -d "$c/$TOP" ] && find "$c/$TOP" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
+  remove_containers "$TOP"
   rmdir "$SELF/a" "$SELF/b" "$SELF" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-mapfile -t NAMES < <(python3 benches/fake_kubelet.py --names "$N")
-for c in "${CTRLS[@]}"; do
-  for name in "${NAMES[@]}"; do mkdir -p "$c/$TOP/kubepods/burstable/$name"; done
-done
+make_containers "$TOP" "$N"
 printf '[server]\nmin_collect_interval_ms = 0\n' > "$WORK/podstat.toml"
 mkdir -p "$SELF/a" "$SELF/b"
 (echo "$BASHPID" > "$SELF/a/cgroup.procs"; exec "$A" --config "$WORK/podstat.toml" --listen 127.0.0.1:19781 --log-level error) & PIDS+=($!)

@@ -24,14 +24,13 @@ cargo bench --bench floor --no-run -q 2>/dev/null || true
 FLOOR=$(ls -t target/release/deps/floor-* | grep -v '\.d$' | head -1)
 SIZES=("${@:-100 500 1000}"); SIZES=(${SIZES[@]})
 TOP="podstat-bench-$$"
-CTRLS=()
-for c in cpu cpuacct memory blkio pids; do [ -e "/sys/fs/cgroup/$c/cgroup.procs" ] && CTRLS+=("/sys/fs/cgroup/$c"); done
-[ ${#CTRLS[@]} -eq 0 ] && CTRLS=(/sys/fs/cgroup)
+. benches/bench_cgroups.sh
+bench_controllers
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   sleep 0.3
-  for c in "${CTRLS[@]}"; do [ -d "$c/$TOP" ] && find "$c/$TOP" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
+  remove_containers "$TOP"
 }
 trap cleanup EXIT
 PORT=19780
@@ -50,10 +49,7 @@ FLDIR=$(mktemp -d)
 trap 'cleanup; rmdir "$MEMCG" "$CPUCG" 2>/dev/null || true; rm -rf "$FLDIR"' EXIT
 printf "%-6s %-8s %-9s %-8s %-8s %-9s %-8s %-13s %-10s %-7s %-20s %-16s %s\n" containers cgroups cpu_ms/scr p50_ms p99_ms plain_KiB gzip_KiB rss/peak_MiB memcg_MiB kept_fd "floor open/pread ms" "floor kept/files" "cpu/floor"
 for N in "${SIZES[@]}"; do
-  mapfile -t NAMES < <(python3 benches/fake_kubelet.py --names "$N")
-  for c in "${CTRLS[@]}"; do
-    for name in "${NAMES[@]}"; do mkdir -p "$c/$TOP/kubepods/burstable/$name"; done
-  done
+  make_containers "$TOP" "$N"
   CONF="${PODSTAT_CONFIG:-}"
   if [ -n "${PODSTAT_KUBELET:-}" ]; then
     KD=$(mktemp -d); KPORT=$((PORT + 1))
@@ -128,5 +124,5 @@ for N in "${SIZES[@]}"; do
     "$(echo "$MEM / 1048576" | bc -l | xargs printf '%.1f')" "$KEPT" "$FL" "$FK" "$(echo "$CPU / $PREAD" | bc -l | xargs printf '%.2f')"
   echo "  idle: $(( (IDLE1 - IDLE0) / 1000 )) us of CPU in 3 s without scrapes; cpu/floor pair by pair: median $SPREAD"
   [ -n "${PODSTAT_KUBELET:-}" ] && echo "  containers labelled from the kubelet (image!=\"\"): $JOINED"
-  for c in "${CTRLS[@]}"; do find "$c/$TOP" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
+  remove_containers "$TOP"
 done

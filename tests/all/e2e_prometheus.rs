@@ -162,8 +162,13 @@ fn real_prometheus_scrapes_podstat() {
     }
     // Two pods in kubelet-shaped cgroups: one container burning CPU, one sleeping.
     let top = unique("podstat-e2e-");
-    let busy_id = "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
-    let idle_id = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+    // Container IDs of this run only: the kubelet's pods are joined to cgroups by container ID,
+    // and the agents read the whole host, where tests running beside this one make cgroups
+    // with IDs of their own (a fixed ID shared with real_cgroup.rs gave its container this
+    // test's pod labels, and a second `burner` series, in 2 of 2 release-mode runs).
+    let busy_id = format!("{:056x}{:08x}", std::process::id(), 0xb);
+    let idle_id = format!("{:056x}{:08x}", std::process::id(), 0xe);
+    let (busy_id, idle_id) = (busy_id.as_str(), idle_id.as_str());
     let busy_uid = "1a2b3c4d-0000-4000-8000-000000000001";
     let idle_uid = "1a2b3c4d-0000-4000-8000-000000000002";
     let busy_rel = format!("{top}/kubepods/besteffort/pod{busy_uid}/{busy_id}");

@@ -226,7 +226,10 @@ fn real_cgroups_agree_with_the_kernel() {
     let config =
         podstat::config::parse("[server]\nmin_collect_interval_ms = 0\n", "test").expect("config");
     let agent = podstat::agent::Agent::new(&config).expect("agent");
-    let id = |leaf: &str| format!("id=\"/{pod_rel}/{leaf}\"");
+    // Series are picked by the test's own cgroup paths, never by a bare container ID: the agent
+    // reads the whole host, and tests running beside this one make cgroups of their own.
+    let id_in = |dir: &str, leaf: &str| format!("id=\"/{dir}/{leaf}\"");
+    let id = |leaf: &str| id_in(&pod_rel, leaf);
     let pod_id = format!("id=\"/{pod_rel}\"");
 
     let body1 = String::from_utf8(agent.scrape().to_vec()).expect("utf8");
@@ -299,17 +302,17 @@ fn real_cgroups_agree_with_the_kernel() {
     );
     assert!(!body2
         .lines()
-        .any(|l| l.starts_with("container_network") && l.contains(BUSY_ID)));
+        .any(|l| l.starts_with("container_network") && l.contains(&id(BUSY_ID))));
     // A pod in the host's namespace does not report the host's interfaces as its own (the
     // test runs in the host's namespace, as root on the CI machine, so a process left in it
     // stands for a `hostNetwork` pod).
     assert!(
-        body2.contains(HOST_NET_ID),
+        body2.contains(&id_in(&host_pod_rel, HOST_NET_ID)),
         "the host-network container is reported"
     );
     let leaked: Vec<&str> = body2
         .lines()
-        .filter(|l| l.starts_with("container_network") && l.contains(HOST_POD_UID))
+        .filter(|l| l.starts_with("container_network") && l.contains(&host_pod_rel))
         .collect();
     assert!(
         leaked.is_empty(),
@@ -324,8 +327,11 @@ fn real_cgroups_agree_with_the_kernel() {
             .expect("rmdir mem cgroup");
     }
     let body3 = String::from_utf8(agent.scrape().to_vec()).expect("utf8");
-    assert!(!body3.contains(MEM_ID), "removed container still reported");
-    assert!(body3.contains(BUSY_ID));
+    assert!(
+        !body3.contains(&id(MEM_ID)),
+        "removed container still reported"
+    );
+    assert!(body3.contains(&id(BUSY_ID)));
     assert_eq!(
         sample_value(&body3, "container_scrape_error", &[]),
         Some(0.0)

@@ -785,9 +785,23 @@ impl HintedGzip {
         }
     }
 
+    /// Writes a copy: one match token, written in line, in the usual case.
+    #[inline]
+    fn write_copy(&mut self, copy: PendingCopy) {
+        if let Coder::Writing(t) = &self.coder {
+            if copy.len <= MAX_MATCH {
+                let coded = t.distance(copy.dist - 1);
+                t.copy_coded(&mut self.bits, copy.len - MIN_MATCH, coded);
+                return;
+            }
+        }
+        self.write_long_copy(copy);
+    }
+
     /// Writes a copy, split into deflate's ≤ 258-byte matches. While writing, the distance
     /// is coded once for all of them.
-    fn write_copy(&mut self, PendingCopy { dist, len, .. }: PendingCopy) {
+    #[inline(never)]
+    fn write_long_copy(&mut self, PendingCopy { dist, len, .. }: PendingCopy) {
         debug_assert!(len >= MIN_MATCH && (1..=WINDOW).contains(&dist));
         match &mut self.coder {
             Coder::Writing(t) => {

@@ -785,7 +785,9 @@ impl HintedGzip {
         }
     }
 
-    /// Writes a copy: one match token, written in line, in the usual case.
+    /// Writes a copy. The usual one (≤ 258 bytes, once the table is made) is one match token,
+    /// written in line: it runs ~15 K times per scrape at 100 containers, and a call's saves
+    /// and restores cost about what the token does (2 % of the scrape's user instructions).
     #[inline]
     fn write_copy(&mut self, copy: PendingCopy) {
         if let Coder::Writing(t) = &self.coder {

@@ -3,58 +3,53 @@
 
 use std::time::Instant;
 
-use super::{fresh, Ctx};
-use crate::parse::procfs;
+use super::{fresh, Ctx, HostCache};
+use crate::parse::{procfs, ParseError};
 use crate::reader::ReadError;
 use crate::snapshot::MachineStats;
 
 /// MemTotal and SwapTotal come from [`host_memory`], which the root's spec shares, so
 /// `/proc/meminfo` is not read twice in a collection.
 pub fn collect(ctx: &mut Ctx) -> MachineStats {
-    let mut m = MachineStats::default();
-    let proc_root = ctx.proc_root.clone();
-    m.cpu_cores = fresh(&ctx.host.cpu_cores);
-    if m.cpu_cores.is_none() {
-        match ctx
-            .reader
-            .read(&proc_root, "cpuinfo")
-            .map(procfs::cpuinfo_processors)
-        {
-            Ok(Ok(n)) => {
-                m.cpu_cores = Some(n);
-                ctx.host.cpu_cores = Some((Instant::now(), n));
-            }
-            Ok(Err(e)) => {
-                ctx.record_error("cpuinfo not understood", &proc_root.join("cpuinfo"), &e)
-            }
-            Err(e) => report(ctx, &e),
-        }
+    let cpu_cores = host_figure(
+        ctx,
+        |h| &mut h.cpu_cores,
+        "cpuinfo",
+        procfs::cpuinfo_processors,
+    );
+    let memory = host_memory(ctx);
+    MachineStats {
+        cpu_cores,
+        memory_bytes: memory.map(|(mem, _)| mem),
+        swap_bytes: memory.map(|(_, swap)| swap),
     }
-    if let Some((mem, swap)) = host_memory(ctx) {
-        m.memory_bytes = Some(mem);
-        m.swap_bytes = Some(swap);
-    }
-    m
 }
 
-/// MemTotal and SwapTotal in bytes: from [`Ctx::host`] while fresh there, else read from
-/// `/proc/meminfo` and kept there. The machine figures and the root's spec both ask.
+/// MemTotal and SwapTotal in bytes. The machine figures and the root's spec both ask.
 pub fn host_memory(ctx: &mut Ctx) -> Option<(u64, u64)> {
-    if let Some(totals) = fresh(&ctx.host.memory) {
-        return Some(totals);
+    host_figure(ctx, |h| &mut h.memory, "meminfo", procfs::meminfo_totals)
+}
+
+/// A host figure from its place in [`Ctx::host`] while fresh there, else `/proc/<file>` read,
+/// parsed and kept there; a file that cannot be read or understood is counted and logged.
+fn host_figure<T: Copy>(
+    ctx: &mut Ctx,
+    kept: fn(&mut HostCache) -> &mut Option<(Instant, T)>,
+    file: &str,
+    parse: fn(&[u8]) -> Result<T, ParseError>,
+) -> Option<T> {
+    if let Some(value) = fresh(kept(&mut ctx.host)) {
+        return Some(value);
     }
     let proc_root = ctx.proc_root.clone();
-    match ctx
-        .reader
-        .read(&proc_root, "meminfo")
-        .map(procfs::meminfo_totals)
-    {
-        Ok(Ok(totals)) => {
-            ctx.host.memory = Some((Instant::now(), totals));
-            Some(totals)
+    match ctx.reader.read(&proc_root, file).map(parse) {
+        Ok(Ok(value)) => {
+            *kept(&mut ctx.host) = Some((Instant::now(), value));
+            Some(value)
         }
         Ok(Err(e)) => {
-            ctx.record_error("meminfo not understood", &proc_root.join("meminfo"), &e);
+            let what = format!("{file} not understood");
+            ctx.record_error(&what, &proc_root.join(file), &e);
             None
         }
         Err(e) => {

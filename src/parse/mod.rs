@@ -218,40 +218,121 @@ pub fn for_each_flat_keyed(
 /// [`for_each_flat_keyed`] for files where a few keys of many matter (v1 `memory.stat`: 8 of
 /// ~40 lines): `pick` maps a key to its place in `out`, and only picked values are parsed,
 /// which halves the cost of the file. Every line must still have a key and a value.
+///
+/// One pass over the file finds every byte below `!` a word at a time; a line is then known by
+/// its first space and its newline, without walking it again. Going line by line (find the
+/// newline, trim, find the space) cost ~170 instructions per line, and v1 `memory.stat` (42
+/// lines) was the scrape's most expensive file to parse. A line that is not the kernel's
+/// plain `key value` (leading blanks, runs of blanks, a key alone) goes to
+/// [`picked_line`], which is the definition; the property test `picked_fast_path_agrees`
+/// holds the two to the same results.
 pub fn for_each_picked(
     bytes: &[u8],
     pick: impl Fn(&[u8]) -> Option<usize>,
     out: &mut [Option<u64>],
 ) -> Result<(), ParseError> {
     let mut seen = false;
-    for (index, line) in lines(bytes).enumerate() {
-        let line = trim(line);
-        if line.is_empty() {
+    // 1-based number of the current line, where it starts, and its first whitespace
+    // (`usize::MAX`: none yet).
+    let mut index = 1;
+    let mut line_start = 0;
+    let mut blank = usize::MAX;
+    let mut at = 0;
+    loop {
+        // The next byte below `!`, a word at a time: the lowest flag is exact (no byte under
+        // it borrows), and bytes with the high bit set are never flagged. (Taking every flag
+        // of a word before loading the next cost more here: lines are ~20 bytes.)
+        let p = match bytes
+            .get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        {
+            Some(word) => {
+                let x = u64::from_le_bytes(word);
+                let flags = x.wrapping_sub(ONES * 0x21) & !x & HIGHS;
+                if flags == 0 {
+                    at += 8;
+                    continue;
+                }
+                at + (flags.trailing_zeros() / 8) as usize
+            }
+            None => match bytes[at..].iter().position(|&b| b < b'!') {
+                Some(i) => at + i,
+                None => break,
+            },
+        };
+        at = p + 1;
+        let b = bytes[p];
+        if b != b'\n' {
+            if blank == usize::MAX && b.is_ascii_whitespace() {
+                blank = p;
+            }
             continue;
         }
-        let bad = |reason| ParseError::BadLine {
-            line: index + 1,
-            reason,
-        };
-        let split = find_whitespace(line).ok_or(bad("expected `key value`"))?;
-        let (key, rest) = line.split_at(split);
-        if let Some(slot) = pick(key).and_then(|i| out.get_mut(i)) {
-            let value = trim(rest);
-            let end = value
-                .iter()
-                .position(u8::is_ascii_whitespace)
-                .unwrap_or(value.len());
-            *slot = Some(
-                parse_u64(&value[..end]).map_err(|_| bad("value is not an unsigned integer"))?,
-            );
+        // `key value…`: a key from the line's start, one blank, then a non-blank; anything
+        // else is read in full.
+        if blank > line_start
+            && blank < p.saturating_sub(1)
+            && !bytes[blank + 1].is_ascii_whitespace()
+        {
+            seen = true;
+            if let Some(slot) = pick(&bytes[line_start..blank]).and_then(|i| out.get_mut(i)) {
+                picked_value(&bytes[blank + 1..p], index, slot)?;
+            }
+        } else {
+            picked_line(&bytes[line_start..p], index, &pick, out, &mut seen)?;
         }
-        seen = true;
+        index += 1;
+        line_start = p + 1;
+        blank = usize::MAX;
+    }
+    if line_start < bytes.len() {
+        picked_line(&bytes[line_start..], index, &pick, out, &mut seen)?;
     }
     if seen {
         Ok(())
     } else {
         Err(ParseError::Empty)
     }
+}
+
+/// One line of [`for_each_picked`] in full (1-based `index`): blank lines are skipped, a line
+/// needs a key and a value, and only a picked key's value is parsed.
+#[cold]
+#[inline(never)]
+fn picked_line(
+    line: &[u8],
+    index: usize,
+    pick: impl Fn(&[u8]) -> Option<usize>,
+    out: &mut [Option<u64>],
+    seen: &mut bool,
+) -> Result<(), ParseError> {
+    let line = trim(line);
+    if line.is_empty() {
+        return Ok(());
+    }
+    let split = find_whitespace(line).ok_or(ParseError::BadLine {
+        line: index,
+        reason: "expected `key value`",
+    })?;
+    let (key, rest) = line.split_at(split);
+    if let Some(slot) = pick(key).and_then(|i| out.get_mut(i)) {
+        picked_value(trim(rest), index, slot)?;
+    }
+    *seen = true;
+    Ok(())
+}
+
+/// The first field of `value` (which starts with it) as a number, into `slot`.
+fn picked_value(value: &[u8], index: usize, slot: &mut Option<u64>) -> Result<(), ParseError> {
+    let end = value
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .unwrap_or(value.len());
+    *slot = Some(parse_u64(&value[..end]).map_err(|_| ParseError::BadLine {
+        line: index,
+        reason: "value is not an unsigned integer",
+    })?);
+    Ok(())
 }
 
 /// Counts the PIDs in `cgroup.procs` and returns the first one (used to enter the pod's
@@ -358,5 +439,68 @@ mod tests {
         assert_eq!(cgroup_procs(b"0\n13\n"), Ok((2, Some(13))));
         assert_eq!(cgroup_procs(b""), Ok((0, None)));
         assert!(cgroup_procs(b"x\n").is_err());
+    }
+
+    /// [`for_each_picked`] line by line through [`picked_line`] alone: the definition the
+    /// one-pass scan must agree with.
+    fn picked_by_lines(
+        bytes: &[u8],
+        pick: impl Fn(&[u8]) -> Option<usize>,
+        out: &mut [Option<u64>],
+    ) -> Result<(), ParseError> {
+        let mut seen = false;
+        for (i, line) in lines(bytes).enumerate() {
+            picked_line(line, i + 1, &pick, out, &mut seen)?;
+        }
+        if seen {
+            Ok(())
+        } else {
+            Err(ParseError::Empty)
+        }
+    }
+
+    fn pick_some(k: &[u8]) -> Option<usize> {
+        match k {
+            b"a" => Some(0),
+            b"ab" => Some(1),
+            b"b\x01" => Some(2),
+            b"9" => Some(3),
+            b"c" => Some(7),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn picked_on_real_memory_stat() {
+        let text =
+            include_bytes!("../../tests/fixtures/cgroup-v1/kubepods-cgroupfs/memory/memory.stat");
+        let pick = |k: &[u8]| match k {
+            b"total_rss" => Some(0),
+            b"pgfault" => Some(1),
+            b"total_inactive_file" => Some(2),
+            _ => None,
+        };
+        let (mut fast, mut slow) = ([None; 3], [None; 3]);
+        assert_eq!(for_each_picked(text, pick, &mut fast), Ok(()));
+        assert_eq!(picked_by_lines(text, pick, &mut slow), Ok(()));
+        assert_eq!(fast, slow);
+        assert!(fast.iter().all(Option::is_some), "{fast:?}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn picked_fast_path_agrees(
+            text in proptest::collection::vec(proptest::sample::select(
+                b"aabbc9 \t\n\r\x0c\x01!0123456789\xff".to_vec()), 0..200),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            for bytes in [&text[..], &noise[..]] {
+                let (mut fast, mut slow) = ([None; 4], [None; 4]);
+                let a = for_each_picked(bytes, pick_some, &mut fast);
+                let b = picked_by_lines(bytes, pick_some, &mut slow);
+                proptest::prop_assert_eq!(a, b);
+                proptest::prop_assert_eq!(fast, slow);
+            }
+        }
     }
 }

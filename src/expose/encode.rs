@@ -122,7 +122,9 @@ pub fn write_value(out: &mut Vec<u8>, v: f64) {
         out.extend_from_slice(b"NaN");
     } else if v.is_infinite() {
         out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
-    } else if v.fract() == 0.0 && v.abs() < 9.007_199_254_740_992e15 {
+    } else if v.abs() < 9.007_199_254_740_992e15 && (v as i64) as f64 == v {
+        // An integer (most values: bytes, counts); tested by converting there and back, not
+        // with `fract()`, which is a libm call on the x86-64 baseline.
         let mut b = itoa::Buffer::new();
         out.extend_from_slice(b.format(v as i64).as_bytes());
     } else {
@@ -169,6 +171,44 @@ impl Encoder {
     ) {
         let start = self.buf.len();
         let value_start = self.sample(name, prefix, extra, value);
+        self.hint(container, start, name, prefix, value_start);
+    }
+
+    /// [`Encoder::container_sample`] with the extra labels already rendered and escaped
+    /// (`a="x",b="y"`).
+    pub fn container_sample_rendered(
+        &mut self,
+        container: usize,
+        name: &str,
+        prefix: &str,
+        extra: &str,
+        value: f64,
+    ) {
+        let start = self.buf.len();
+        let b = &mut self.buf;
+        b.reserve(name.len() + prefix.len() + extra.len() + 32);
+        b.extend_from_slice(name.as_bytes());
+        b.push(b'{');
+        b.extend_from_slice(prefix.as_bytes());
+        if !prefix.is_empty() && !extra.is_empty() {
+            b.push(b',');
+        }
+        b.extend_from_slice(extra.as_bytes());
+        b.extend_from_slice(b"} ");
+        let value_start = b.len();
+        write_value(b, value);
+        b.push(b'\n');
+        self.hint(container, start, name, prefix, value_start);
+    }
+
+    fn hint(
+        &mut self,
+        container: usize,
+        start: usize,
+        name: &str,
+        prefix: &str,
+        value_start: usize,
+    ) {
         if let Some(hints) = &mut self.hints {
             let prefix_start = start + name.len() + 1;
             hints.push(LineHint {
@@ -223,13 +263,23 @@ mod tests {
     #[test]
     fn values() {
         let mut out = Vec::new();
-        for v in [0.0, 12.0, 0.25, f64::NAN, f64::INFINITY, -3.0, 1e300] {
+        for v in [
+            0.0,
+            12.0,
+            0.25,
+            f64::NAN,
+            f64::INFINITY,
+            -3.0,
+            1e300,
+            -0.0,
+            1e15 + 0.5,
+        ] {
             write_value(&mut out, v);
             out.push(b' ');
         }
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "0 12 0.25 NaN +Inf -3 1e300 "
+            "0 12 0.25 NaN +Inf -3 1e300 0 1000000000000000.5 "
         );
     }
 

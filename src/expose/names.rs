@@ -36,6 +36,17 @@ impl Out<'_> {
             }
         }
     }
+    /// [`Out::with`] for extra labels fixed at compile time, written out (`cpu="total"`): a
+    /// fifth of the container lines carry one, and escaping the same constant values on every
+    /// line was ~2 % of a scrape's user instructions.
+    fn with_rendered(&mut self, extra: &'static str, v: Option<f64>) {
+        if let Some(v) = v {
+            self.count += 1;
+            if let Some(enc) = self.enc.as_deref_mut() {
+                enc.container_sample_rendered(self.container, self.name, self.prefix, extra, v);
+            }
+        }
+    }
 }
 
 /// Which container families are emitted (`[filters] drop_metrics` clears entries), by index
@@ -142,7 +153,7 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
     Family { name: "container_cpu_usage_seconds_total", kind: Counter, group: "cpu", labels: "cpu",
         help: "CPU time consumed, in seconds (cpu=\"total\": all CPUs together).",
         source: "v1 cpuacct.usage (ns); v2 cpu.stat usage_usec",
-        emit: |x, o| o.with(&[("cpu", "total")], s(x).cpu_usage_seconds) },
+        emit: |x, o| o.with_rendered(r#"cpu="total""#, s(x).cpu_usage_seconds) },
     Family { name: "container_cpu_user_seconds_total", kind: Counter, group: "cpu", labels: "",
         help: "CPU time spent in user mode, in seconds.",
         source: "v1 cpuacct.stat user (USER_HZ ticks); v2 cpu.stat user_usec",
@@ -184,11 +195,11 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
         source: "memory.stat pgfault, pgmajfault",
         emit: |x, o| {
             let st = s(x);
-            for (kind, v) in [("pgfault", st.memory_pgfault), ("pgmajfault", st.memory_pgmajfault)] {
-                for scope in ["container", "hierarchy"] {
-                    o.with(&[("failure_type", kind), ("scope", scope)], v.map(|v| v as f64));
-                }
-            }
+            let (minor, major) = (st.memory_pgfault.map(|v| v as f64), st.memory_pgmajfault.map(|v| v as f64));
+            o.with_rendered(r#"failure_type="pgfault",scope="container""#, minor);
+            o.with_rendered(r#"failure_type="pgfault",scope="hierarchy""#, minor);
+            o.with_rendered(r#"failure_type="pgmajfault",scope="container""#, major);
+            o.with_rendered(r#"failure_type="pgmajfault",scope="hierarchy""#, major);
         } },
     Family { name: "container_memory_mapped_file", kind: Gauge, group: "memory", labels: "",
         help: "Memory-mapped file pages, in bytes.",

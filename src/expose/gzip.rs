@@ -442,7 +442,7 @@ impl HintedGzip {
             }
             self.unhinted(pos, line.start);
             self.line(line);
-            pos = line.value_start;
+            pos = self.value(line.value_start);
         }
         self.unhinted(pos, self.total_in);
         self.start_writing();
@@ -497,6 +497,27 @@ impl HintedGzip {
                 }
                 tokens.extend(bytes.iter().map(|&b| b as u32));
             }
+        }
+    }
+
+    /// Writes a hinted line's value and its newline as literals and returns where the next
+    /// line starts; `at` if no newline follows within a value's length (then
+    /// [`HintedGzip::unhinted`] takes it). The value is what [`HintedGzip::unhinted`] would
+    /// code the same way (it never starts a line), minus its search for line starts: ~1.5 % of
+    /// the scrape's user instructions.
+    #[inline]
+    fn value(&mut self, at: u64) -> u64 {
+        const LONGEST_VALUE: usize = 40;
+        let i = (at - self.win_base) as usize;
+        let end = (self.total_in - self.win_base) as usize;
+        let rest = &self.win[i..end.min(i + LONGEST_VALUE)];
+        match crate::parse::find_byte(rest, b'\n') {
+            Some(n) => {
+                let next = at + n as u64 + 1;
+                self.literals(at, next);
+                next
+            }
+            None => at,
         }
     }
 

@@ -92,7 +92,7 @@ pub fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// on its set-up than this does in all.
 pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
     let pattern = ONES * u64::from(needle);
-    match first_flagged(hay, |word| {
+    match first_flagged(hay, 0, |word| {
         let x = word ^ pattern;
         x.wrapping_sub(ONES) & !x & HIGHS
     }) {
@@ -109,7 +109,7 @@ pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
 /// flagged exactly (bytes with the high bit set are never flagged nor borrow); a control byte
 /// that is not whitespace is passed over byte by byte.
 fn find_whitespace(hay: &[u8]) -> Option<usize> {
-    let (Ok(from) | Err(from)) = first_flagged(hay, |x| x.wrapping_sub(ONES * 0x21) & !x & HIGHS);
+    let (Ok(from) | Err(from)) = first_flagged(hay, 0, below_bang);
     hay.get(from..)?
         .iter()
         .position(u8::is_ascii_whitespace)
@@ -119,12 +119,20 @@ fn find_whitespace(hay: &[u8]) -> Option<usize> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// The word-at-a-time scan both searches share: `Ok(i)`, the byte whose high bit `flags` sets
-/// lowest in its (little-endian) word; `Err(at)`, no whole word had one and the bytes from
-/// `at` on are left to compare one by one.
+/// Flags the bytes of `x` below `!` (whitespace and control bytes) in their high bit: the
+/// lowest flag is exact (no byte under it borrows); one above it may be a `!` after a flagged
+/// byte. Bytes with the high bit set are never flagged.
 #[inline(always)]
-fn first_flagged(hay: &[u8], flags: impl Fn(u64) -> u64) -> Result<usize, usize> {
-    let mut at = 0;
+fn below_bang(x: u64) -> u64 {
+    x.wrapping_sub(ONES * 0x21) & !x & HIGHS
+}
+
+/// The word-at-a-time scan the searches share, from `hay[from]` on: `Ok(i)`, the byte whose
+/// high bit `flags` sets lowest in its (little-endian) word; `Err(at)`, no whole word had one
+/// and the bytes from `at` on are left to compare one by one.
+#[inline(always)]
+fn first_flagged(hay: &[u8], from: usize, flags: impl Fn(u64) -> u64) -> Result<usize, usize> {
+    let mut at = from;
     while let Some(word) = hay
         .get(at..at + 8)
         .and_then(|w| <[u8; 8]>::try_from(w).ok())
@@ -239,24 +247,15 @@ pub fn for_each_picked(
     let mut blank = usize::MAX;
     let mut at = 0;
     loop {
-        // The next byte below `!`, a word at a time: the lowest flag is exact (no byte under
-        // it borrows), and bytes with the high bit set are never flagged. (Taking every flag
-        // of a word before loading the next cost more here: lines are ~20 bytes.)
-        let p = match bytes
-            .get(at..at + 8)
-            .and_then(|w| <[u8; 8]>::try_from(w).ok())
-        {
-            Some(word) => {
-                let x = u64::from_le_bytes(word);
-                let flags = x.wrapping_sub(ONES * 0x21) & !x & HIGHS;
-                if flags == 0 {
-                    at += 8;
-                    continue;
-                }
-                at + (flags.trailing_zeros() / 8) as usize
-            }
-            None => match bytes[at..].iter().position(|&b| b < b'!') {
-                Some(i) => at + i,
+        // The next byte below `!`. (Taking every flag of a word before loading the next cost
+        // more here: lines are ~20 bytes.)
+        let p = match first_flagged(bytes, at, below_bang) {
+            Ok(p) => p,
+            Err(tail) => match bytes
+                .get(tail..)
+                .and_then(|t| t.iter().position(|&b| b < b'!'))
+            {
+                Some(i) => tail + i,
                 None => break,
             },
         };

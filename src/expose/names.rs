@@ -350,14 +350,51 @@ pub const MACHINE_FAMILIES: &[(&str, MetricType, &str)] = &[
     ),
 ];
 
-/// Encodes every container family, skipping families with no sample.
 /// Where a streamed encoding stopped: the family and the sample to continue from.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FamilyCursor {
     family: usize,
+    /// How many of the current family's containers are written.
     sample: usize,
     /// The current family has written a sample (so its header is final).
     nonempty: bool,
+    /// The container the current family starts with (see [`next_first`]).
+    first: usize,
+    /// The current family's sample bytes written in earlier chunks (all of them, once it
+    /// ends), and its lines.
+    bytes: usize,
+    lines: usize,
+}
+
+/// How far back, in bytes, a container's line may be for the gzip writer to copy its label
+/// prefix into the next family's line: deflate's 32 KiB window, less room for the next
+/// family's header and for extra labels its lines have and these do not.
+const PREFIX_REACH: usize = 30 * 1024;
+
+/// The container the next family starts with. Each family lists the containers in the same
+/// cyclic order, but starts with the first of those whose lines are the current family's last
+/// [`PREFIX_REACH`] bytes; so those containers' lines in the next family come within
+/// deflate's window of their lines in this one, and the gzip writer copies each one's label
+/// prefix (~200 bytes, half of it hex that nothing else repeats) as one match instead of
+/// coding it against the line before. A family of all containers in the same order puts every
+/// container a whole family back, past the window from ~130 containers on. The text format
+/// leaves the order of a family's series free, and a family that fits the window (fewer than
+/// ~120 containers) keeps the order it has: then nothing moves.
+///
+/// `grows`: how many bytes longer the next family's name is than this one's; its lines are
+/// that much longer, which puts a container's next line that much farther from its last.
+fn next_first(first: usize, containers: usize, written: &FamilyCursor, grows: usize) -> usize {
+    if containers == 0 || written.bytes == 0 || written.lines == 0 {
+        return first;
+    }
+    let lines_each = written.lines.div_ceil(containers);
+    let bytes_each = written.bytes.div_ceil(containers) + lines_each * grows;
+    let reach = PREFIX_REACH / bytes_each;
+    if reach >= containers {
+        first
+    } else {
+        (first + containers - reach) % containers
+    }
 }
 
 /// Encodes every container family, each contiguous, skipping families with no sample.
@@ -395,26 +432,41 @@ pub fn encode_containers_until(
             enc.header(family.name, family.help, family.kind);
         }
         let after_header = enc.buf.len();
-        while let Some(sample) = samples.get(cursor.sample) {
+        while cursor.sample < samples.len() {
+            let index = (cursor.first + cursor.sample) % samples.len();
+            let Some(sample) = samples.get(index) else {
+                break;
+            };
             let mut out = Out {
                 enc: Some(&mut *enc),
                 name: family.name,
                 prefix: &sample.labels.prefix,
-                container: cursor.sample,
+                container: index,
                 count: 0,
             };
             (family.emit)(sample, &mut out);
+            cursor.lines += out.count;
             cursor.sample += 1;
             cursor.nonempty |= enc.buf.len() > after_header;
             if cursor.nonempty && enc.buf.len() >= limit && cursor.sample < samples.len() {
+                cursor.bytes += enc.buf.len() - after_header;
                 return false;
             }
         }
         if !cursor.nonempty {
             enc.buf.truncate(mark);
         }
+        cursor.bytes += enc.buf.len().saturating_sub(after_header);
+        let next_name = CONTAINER_FAMILIES
+            .iter()
+            .zip(mask.iter().chain(std::iter::repeat(&true)))
+            .skip(cursor.family + 1)
+            .find(|(_, &on)| on)
+            .map_or(0, |(f, _)| f.name.len());
+        let grows = next_name.saturating_sub(family.name.len());
         *cursor = FamilyCursor {
             family: cursor.family + 1,
+            first: next_first(cursor.first, samples.len(), cursor, grows),
             ..FamilyCursor::default()
         };
         if enc.buf.len() >= limit {
@@ -475,9 +527,13 @@ mod tests {
     }
 
     fn sample(i: usize, cpu: Option<f64>, threads: Option<u64>) -> ContainerSample {
+        sample_at(format!("/c{i}"), i, cpu, threads)
+    }
+
+    fn sample_at(id: String, i: usize, cpu: Option<f64>, threads: Option<u64>) -> ContainerSample {
         use crate::discovery::{CgroupKind, Labels, Target};
         let labels = Labels {
-            id: format!("/c{i}"),
+            id,
             ..Labels::default()
         };
         let prefix = crate::expose::encode::render_label_prefix(&labels);
@@ -539,5 +595,151 @@ mod tests {
                 "step {step}"
             );
         }
+    }
+
+    /// A kubelet-shaped cgroup path with a pod UID and a container ID that nothing else
+    /// shares, as on a node (~130 bytes, most of a line's label prefix).
+    fn node_like(i: usize) -> ContainerSample {
+        let hex = |seed: usize, n: usize| -> String {
+            (0..n)
+                .map(|k| {
+                    let x = (seed as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (k % 60);
+                    char::from_digit((x as u32 ^ (k as u32 * 7)) & 15, 16).unwrap_or('0')
+                })
+                .collect()
+        };
+        let mut s = sample_at(
+            format!("/kubepods/burstable/pod{}/{}", hex(i / 3, 32), hex(i, 64)),
+            i,
+            Some(i as f64 * 1.5),
+            Some(i as u64 % 50),
+        );
+        s.stats.memory_usage = Some(1 << 20 | i as u64);
+        s.stats.memory_pgfault = Some(i as u64 * 31);
+        s
+    }
+
+    /// Each family's series as (family, id label) in body order.
+    fn series_ids(body: &str) -> Vec<(String, String)> {
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, rest) = l.split_once('{')?;
+                let id = rest.split("id=\"").nth(1)?.split('"').next()?;
+                Some((name.to_string(), id.to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn families_past_the_window_start_where_the_last_one_ended_and_keep_every_series() {
+        let samples: Vec<ContainerSample> = (0..400).map(node_like).collect();
+        let mut whole = Encoder::default();
+        encode_containers(&mut whole, &samples);
+        let body = String::from_utf8_lossy(&whole.buf).into_owned();
+        let series = series_ids(&body);
+        let ids: std::collections::BTreeSet<&str> = samples
+            .iter()
+            .map(|s| s.target.labels.id.as_str())
+            .collect();
+        let mut families: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (name, id) in &series {
+            match families.last_mut() {
+                Some((n, v)) if n == name => v.push(id),
+                _ => families.push((name, vec![id])),
+            }
+        }
+        let names: std::collections::BTreeSet<&str> = families.iter().map(|f| f.0).collect();
+        assert_eq!(names.len(), families.len(), "each family is contiguous");
+        assert!(families.len() >= 4, "{} families", families.len());
+        let mut rotated = 0;
+        for (name, list) in &families {
+            // Every container once (four lines each where the family has four).
+            let per = list.len() / ids.len();
+            assert!(
+                per >= 1 && list.len() == per * ids.len(),
+                "{name}: {} lines",
+                list.len()
+            );
+            let mut seen: Vec<&str> = list.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), ids.len(), "{name}");
+            assert!(seen.iter().all(|id| ids.contains(id)), "{name}");
+            rotated += usize::from(list[0] != families[0].1[0]);
+        }
+        assert!(rotated > 0, "no family starts elsewhere");
+
+        // What the order is for: a container's line is within deflate's window of its line
+        // in the family before, for ~100 containers per family (none in one fixed order).
+        let line_starts: Vec<(usize, &str)> = {
+            let mut at = 0;
+            body.lines()
+                .map(|l| {
+                    let here = at;
+                    at += l.len() + 1;
+                    (here, l)
+                })
+                .filter(|(_, l)| !l.starts_with('#'))
+                .collect()
+        };
+        let mut last_seen: std::collections::HashMap<&str, (usize, &str)> = Default::default();
+        let mut near_per_family: std::collections::BTreeMap<&str, usize> = Default::default();
+        for ((at, _), (name, id)) in line_starts.iter().zip(&series) {
+            if let Some(&(before, family)) = last_seen.get(id.as_str()) {
+                if family != name && at - before <= 32 * 1024 {
+                    *near_per_family.entry(name.as_str()).or_default() += 1;
+                }
+            }
+            last_seen.insert(id, (*at, name));
+        }
+        for pair in families.windows(2) {
+            let [(_, before), (name, list)] = pair else {
+                continue;
+            };
+            // (Past a family of four lines per container, fewer containers fit.)
+            if before.len() == ids.len() && list.len() == ids.len() {
+                let near = near_per_family.get(name).copied().unwrap_or(0);
+                assert!(
+                    near >= 90,
+                    "{name}: {near} of {} within the window",
+                    ids.len()
+                );
+            }
+        }
+
+        // Streaming in chunks makes the same body.
+        for step in [1, 700, 4096, 65_536] {
+            let mut cursor = FamilyCursor::default();
+            let mut joined = Vec::new();
+            loop {
+                let mut enc = Encoder::default();
+                let done =
+                    encode_containers_until(&mut enc, &samples, &ALL_FAMILIES, &mut cursor, step);
+                joined.extend_from_slice(&enc.buf);
+                if done {
+                    break;
+                }
+            }
+            assert!(joined == whole.buf, "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_family_that_fits_the_window_keeps_its_order() {
+        let written = |bytes, lines| FamilyCursor {
+            bytes,
+            lines,
+            ..FamilyCursor::default()
+        };
+        assert_eq!(next_first(0, 100, &written(100 * 250, 100), 0), 0);
+        assert_eq!(next_first(7, 100, &written(0, 0), 0), 7);
+        // 1000 containers of 256-byte lines: the last 120 start the next family.
+        assert_eq!(next_first(0, 1000, &written(256_000, 1000), 0), 880);
+        assert_eq!(next_first(900, 1000, &written(256_000, 1000), 0), 780);
+        // Longer names next: fewer fit.
+        assert_eq!(next_first(0, 1000, &written(256_000, 1000), 64), 904);
+        // Four lines per container: a quarter as many.
+        assert_eq!(next_first(0, 1000, &written(1_024_000, 4000), 0), 970);
     }
 }

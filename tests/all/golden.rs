@@ -310,3 +310,99 @@ fn a_gzip_body_buffer_is_reused_only_once_nothing_serves_it() {
         "the kept buffer was not used"
     );
 }
+
+/// A node past deflate's window (300 containers, ~80 KiB per family): families start at
+/// different containers (see `names::next_first`), and the gzip body still decodes to exactly
+/// the plain one, with every container once in every family.
+#[test]
+fn a_large_node_gzips_to_its_plain_body_with_every_series_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cg = tmp.path().join("cgroup");
+    copy_pinned(
+        &fixtures().join("cgroup-v2/kubepods-systemd-containerd"),
+        &cg,
+    );
+    let pod = cg.join(
+        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod434308bc_89fa_4a68_8fb5_d27bbeb79919.slice",
+    );
+    let model = pod.join(
+        "cri-containerd-0c0fd195c17af08a1745d6d87e570ddf827050a82369b584ff5e9ff0ff50bde4.scope",
+    );
+    let ids: Vec<String> = (0..300u64)
+        .map(|i| {
+            let mut x = i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            (0..64)
+                .map(|_| {
+                    x = x.rotate_left(5) ^ 0x2545_F491_4F6C_DD1D;
+                    char::from_digit((x & 15) as u32, 16).unwrap_or('0')
+                })
+                .collect()
+        })
+        .collect();
+    for id in &ids {
+        copy_pinned(&model, &pod.join(format!("cri-containerd-{id}.scope")));
+    }
+    let toml = format!(
+        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n[server]\nmin_collect_interval_ms = 0\n",
+        cg,
+        fixtures().join("proc-node"),
+        fixtures().join("sys-node")
+    );
+    let config = podstat::config::parse(&toml, "test").expect("config");
+    let agent = podstat::agent::Agent::new(&config).expect("agent");
+    for _ in 0..2 {
+        let rendered = agent.scrape();
+        let plain = rendered.to_vec();
+        assert!(
+            gunzip(&rendered.gzipped()) == plain,
+            "gzip body differs from the plain body"
+        );
+        let body = String::from_utf8(plain).expect("utf8");
+        // Each family's series ids, in body order.
+        let mut families: Vec<(&str, Vec<&str>)> = Vec::new();
+        for line in body.lines().filter(|l| l.starts_with("container_")) {
+            let Some((name, rest)) = line.split_once('{') else {
+                continue;
+            };
+            let id = rest
+                .split("id=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("");
+            match families.last_mut() {
+                Some((n, list)) if *n == name => list.push(id),
+                _ => families.push((name, vec![id])),
+            }
+        }
+        let known: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let ours = |id: &str| {
+            id.rsplit_once("cri-containerd-")
+                .and_then(|(_, r)| r.strip_suffix(".scope"))
+                .is_some_and(|hex| known.contains(hex))
+        };
+        // Families with a line for every container: each of ours once, and where they start.
+        let mut firsts = std::collections::BTreeSet::new();
+        for (name, list) in &families {
+            let mut mine: Vec<&str> = list.iter().copied().filter(|id| ours(id)).collect();
+            let lines = mine.len();
+            mine.sort_unstable();
+            mine.dedup();
+            if lines == ids.len() {
+                assert_eq!(mine.len(), ids.len(), "{name}: a container twice");
+                firsts.insert(list.iter().find(|id| ours(id)));
+            }
+        }
+        for name in [
+            "container_cpu_usage_seconds_total",
+            "container_memory_usage_bytes",
+        ] {
+            let list = families.iter().find(|f| f.0 == name).map(|f| &f.1);
+            let n = list.map_or(0, |l| l.iter().filter(|id| ours(id)).count());
+            assert_eq!(n, ids.len(), "{name}");
+        }
+        assert!(
+            firsts.len() > 1,
+            "every family starts with the same container"
+        );
+    }
+}

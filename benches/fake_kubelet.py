@@ -2,7 +2,7 @@
 """A loopback HTTPS kubelet for benches/scrape.sh: serves GET /pods with a PodList for the
 bench's pods (3 containers each), checks the bearer token. Also names the bench's cgroups, so
 both agree. IDs are random-looking hex as runtimes make them (sha256 of the index), or with
-IDS=sequential the index in hex (which gzip compresses ~3x better: flattering).
+IDS=sequential the index in hex (which gzip compresses ~1.8x better: flattering).
 Usage: fake_kubelet.py PORT CERT KEY TOKEN N_CONTAINERS | fake_kubelet.py --names N_CONTAINERS"""
 import hashlib, http.server, json, os, ssl, sys
 

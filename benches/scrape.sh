@@ -10,7 +10,7 @@
 # podstat's own cgroup is charged (ns), so it includes serving HTTP.
 # Usage: benches/scrape.sh [N ...]   (default: 100 500 1000); SCRAPES=k scrapes per size
 # (default 20). Container IDs and pod UIDs are random-looking hex, as on a real node
-# (IDS=sequential: the index in hex, which makes gzip ~2.6x cheaper; see the encode bench).
+# (IDS=sequential: the index in hex, which flatters gzip: 53 against 93 KB at 100 containers).
 # Scrapes go over one kept-alive connection, as Prometheus makes them (benches/scrape_client.py);
 # CONN=new makes a new connection per scrape (curl), which adds a TCP handshake to each.
 # PODSTAT_CONFIG=file passes a config (e.g. `[reader] max_open_files = 0`). PODSTAT_KUBELET=1

@@ -21,8 +21,10 @@ use crate::config::MaxOpenFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    /// ENOENT: the file does not exist (controller off, old kernel) or its cgroup was removed.
-    #[error("{0}: no such file")]
+    /// ENOENT: the file does not exist (controller off, old kernel) or its cgroup was removed;
+    /// or EOPNOTSUPP: it exists but its feature is off (a kernel booted with PSI disabled that
+    /// still shows the `*.pressure` files, 4.20 to about 6.0, fails every read of them).
+    #[error("{0}: no such file, or its feature is off")]
     Missing(PathBuf),
     /// ENODEV/ESRCH: the cgroup or process went away between open and read.
     #[error("{0}: gone while reading")]
@@ -211,8 +213,11 @@ impl Default for Reader {
 fn classify(path: &Path, e: std::io::Error) -> ReadError {
     const ENODEV: i32 = 19;
     const ESRCH: i32 = 3;
+    const EOPNOTSUPP: i32 = 95;
     match (e.kind(), e.raw_os_error()) {
-        (ErrorKind::NotFound, _) => ReadError::Missing(path.to_path_buf()),
+        // A feature switched off is the same to a reader as a file that is not there: no
+        // series, and neither an error counted nor a warning logged per cgroup per scrape.
+        (ErrorKind::NotFound, _) | (_, Some(EOPNOTSUPP)) => ReadError::Missing(path.to_path_buf()),
         (_, Some(ENODEV | ESRCH)) => ReadError::Vanished(path.to_path_buf()),
         _ => ReadError::Io {
             path: path.to_path_buf(),
@@ -302,10 +307,17 @@ impl Reader {
                     return match result {
                         Ok(len) => Ok(Some(&self.buf[..len])),
                         Err(e) => {
-                            // A failed descriptor is not trusted again: the next read reopens.
-                            cache.slots.swap_remove(i);
                             self.set_path(dir, name);
-                            Err(classify(&self.path, e))
+                            let err = classify(&self.path, e);
+                            // A failed descriptor is not trusted again: the next read reopens,
+                            // or, for a file whose feature is off, waits as for an absent one.
+                            if matches!(err, ReadError::Missing(_)) {
+                                let skip = ABSENT_RECHECK;
+                                cache.slots[i].2 = Slot::Absent { skip };
+                            } else {
+                                cache.slots.swap_remove(i);
+                            }
+                            Err(err)
                         }
                     };
                 }
@@ -331,7 +343,17 @@ impl Reader {
                 return Err(err);
             }
         };
-        let len = read_whole(&file, &mut self.buf).map_err(|e| classify(&self.path, e))?;
+        let len = match read_whole(&file, &mut self.buf) {
+            Ok(len) => len,
+            Err(e) => {
+                let err = classify(&self.path, e);
+                if matches!(err, ReadError::Missing(_)) {
+                    let skip = ABSENT_RECHECK;
+                    cache.push(name, dir_key, Slot::Absent { skip });
+                }
+                return Err(err);
+            }
+        };
         if let Some(budget) = self.budget.as_ref().and_then(FdBudget::try_take) {
             cache.push(name, dir_key, Slot::Open(KeptFile { file, budget }));
         }
@@ -392,6 +414,27 @@ mod tests {
         );
         drop(cache);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn a_feature_switched_off_reads_as_absent_and_only_real_failures_are_errors() {
+        let path = Path::new("/sys/fs/cgroup/unified/x/cpu.pressure");
+        let kind = |errno| match classify(path, std::io::Error::from_raw_os_error(errno)) {
+            ReadError::Missing(p) => ("missing", p),
+            ReadError::Vanished(p) => ("vanished", p),
+            ReadError::Io { path, .. } => ("io", path),
+        };
+        // ENOENT, EOPNOTSUPP (PSI off at boot), ENODEV, ESRCH, EIO, EACCES.
+        for (errno, want) in [
+            (2, "missing"),
+            (95, "missing"),
+            (19, "vanished"),
+            (3, "vanished"),
+            (5, "io"),
+            (13, "io"),
+        ] {
+            assert_eq!(kind(errno), (want, path.to_path_buf()), "errno {errno}");
+        }
     }
 
     #[test]

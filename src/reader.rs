@@ -332,19 +332,12 @@ impl Reader {
         }
         self.set_path(dir, name);
         self.opens += 1;
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) => {
-                let err = classify(&self.path, e);
-                if matches!(err, ReadError::Missing(_)) {
-                    let skip = ABSENT_RECHECK;
-                    cache.push(name, dir_key, Slot::Absent { skip });
-                }
-                return Err(err);
-            }
-        };
-        let len = match read_whole(&file, &mut self.buf) {
-            Ok(len) => len,
+        // Absent at the open, or its feature off at the read: either way not looked up again
+        // for a while.
+        let read = File::open(&self.path)
+            .and_then(|file| read_whole(&file, &mut self.buf).map(|len| (file, len)));
+        let (file, len) = match read {
+            Ok(read) => read,
             Err(e) => {
                 let err = classify(&self.path, e);
                 if matches!(err, ReadError::Missing(_)) {

@@ -422,8 +422,10 @@ pub fn encode_containers_until(
     cursor: &mut FamilyCursor,
     limit: usize,
 ) -> bool {
+    // A mask shorter than the table leaves the rest on.
+    let on = |family: usize| mask.get(family).copied().unwrap_or(true);
     while let Some(family) = CONTAINER_FAMILIES.get(cursor.family) {
-        if !mask.get(cursor.family).copied().unwrap_or(true) {
+        if !on(cursor.family) {
             cursor.family += 1;
             continue;
         }
@@ -457,12 +459,10 @@ pub fn encode_containers_until(
             enc.buf.truncate(mark);
         }
         cursor.bytes += enc.buf.len().saturating_sub(after_header);
-        let next_name = CONTAINER_FAMILIES
-            .iter()
-            .zip(mask.iter().chain(std::iter::repeat(&true)))
-            .skip(cursor.family + 1)
-            .find(|(_, &on)| on)
-            .map_or(0, |(f, _)| f.name.len());
+        let next_name = (cursor.family + 1..CONTAINER_FAMILIES.len())
+            .find(|&f| on(f))
+            .and_then(|f| CONTAINER_FAMILIES.get(f))
+            .map_or(0, |f| f.name.len());
         let grows = next_name.saturating_sub(family.name.len());
         *cursor = FamilyCursor {
             family: cursor.family + 1,

@@ -55,9 +55,22 @@ pub fn normalise(body: &str) -> String {
 /// An agent over a pinned copy of a fixture cgroup tree (with the fixture proc and sys trees),
 /// configured with `settings` besides the paths; the copy lives as long as the `TempDir`.
 fn agent_on(cgroup_fixture: &str, settings: &str) -> (tempfile::TempDir, podstat::agent::Agent) {
+    let (tmp, cg) = pinned_tree(cgroup_fixture);
+    let agent = agent_over(&cg, settings);
+    (tmp, agent)
+}
+
+/// A pinned copy of a fixture cgroup tree, at the returned path in the `TempDir`.
+fn pinned_tree(cgroup_fixture: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cg = tmp.path().join("cgroup");
     copy_pinned(&fixtures().join(cgroup_fixture), &cg);
+    (tmp, cg)
+}
+
+/// An agent over the cgroup tree at `cg` (with the fixture proc and sys trees), configured
+/// with `settings` besides the paths.
+fn agent_over(cg: &std::path::Path, settings: &str) -> podstat::agent::Agent {
     let toml = format!(
         "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n{settings}",
         cg,
@@ -65,8 +78,7 @@ fn agent_on(cgroup_fixture: &str, settings: &str) -> (tempfile::TempDir, podstat
         fixtures().join("sys-node")
     );
     let config = podstat::config::parse(&toml, "test").expect("config");
-    let agent = podstat::agent::Agent::new(&config).expect("agent");
-    (tmp, agent)
+    podstat::agent::Agent::new(&config).expect("agent")
 }
 
 fn render(cgroup_fixture: &str) -> String {
@@ -316,12 +328,7 @@ fn a_gzip_body_buffer_is_reused_only_once_nothing_serves_it() {
 /// the plain one, with every container once in every family.
 #[test]
 fn a_large_node_gzips_to_its_plain_body_with_every_series_once() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cg = tmp.path().join("cgroup");
-    copy_pinned(
-        &fixtures().join("cgroup-v2/kubepods-systemd-containerd"),
-        &cg,
-    );
+    let (_tmp, cg) = pinned_tree("cgroup-v2/kubepods-systemd-containerd");
     let pod = cg.join(
         "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod434308bc_89fa_4a68_8fb5_d27bbeb79919.slice",
     );
@@ -342,14 +349,7 @@ fn a_large_node_gzips_to_its_plain_body_with_every_series_once() {
     for id in &ids {
         copy_pinned(&model, &pod.join(format!("cri-containerd-{id}.scope")));
     }
-    let toml = format!(
-        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n[server]\nmin_collect_interval_ms = 0\n",
-        cg,
-        fixtures().join("proc-node"),
-        fixtures().join("sys-node")
-    );
-    let config = podstat::config::parse(&toml, "test").expect("config");
-    let agent = podstat::agent::Agent::new(&config).expect("agent");
+    let agent = agent_over(&cg, "[server]\nmin_collect_interval_ms = 0\n");
     for _ in 0..2 {
         let rendered = agent.scrape();
         let plain = rendered.to_vec();

@@ -70,6 +70,7 @@ fn samples(n: usize, random_ids: bool) -> Vec<ContainerSample> {
                 namespace: labels.namespace.clone(),
                 truncated: 0,
                 unknown: false,
+                sandbox: false,
             });
             let target = Arc::new(Target {
                 path,

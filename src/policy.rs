@@ -169,6 +169,7 @@ mod tests {
                 namespace: String::new(),
                 truncated: 0,
                 unknown: false,
+                sandbox: false,
             }),
             // Two series each: usage and processes.
             stats: ContainerStats {

@@ -226,19 +226,47 @@ fn classify(path: &Path, e: std::io::Error) -> ReadError {
     }
 }
 
+/// The most a file may hold. A cgroup file is a few KiB; `cgroup.procs` of 100,000 processes
+/// or `net/dev` of 5,000 interfaces is under 1 MiB. Past this the file is no kernel file podstat
+/// expects (a link to `/dev/zero`, a huge regular file) and reading it is an error, not an
+/// unbounded allocation.
+pub const MAX_FILE_BYTES: usize = 16 << 20;
+
+/// Whether a short read of `name` (read from a cgroup directory) is its end, so the read that
+/// returns 0 can be skipped.
+///
+/// Every cgroup control file is a kernfs seq_file whose `show` writes the whole content as one
+/// record, and `seq_read_iter` grows its buffer until that record fits: a read that returns
+/// less than was asked returned all of it. The process and thread lists are the exception:
+/// they iterate, one record per PID (`cgroup_procs_start/next`), and a read returns about a
+/// page of them (819 of 902 PIDs were counted when a short read was taken for the end). So do
+/// procfs files such as `/proc/<pid>/net/dev` (one record per interface), which is why
+/// anything that is not a `controller.file` name reads on to the zero-length read.
+fn short_read_is_end(name: &str) -> bool {
+    name.contains('.') && !matches!(name, "cgroup.procs" | "cgroup.threads" | "tasks")
+}
+
 /// Reads `file` from offset 0 to its end into `buf`, returning the length read. `buf` stays
 /// fully initialised at its full length (grown by doubling), so no read pays for zeroing.
 ///
-/// A seq_file (every cgroupfs and most procfs files) fills the whole user buffer unless it
-/// reached the end, so a short read ends the loop without the extra read that returns 0. The
-/// one exception, kernfs files without seq_show, return at most a page per read, so a short
-/// read that is a whole number of pages reads on.
-fn read_whole(file: &File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    const PAGE: usize = 4096;
+/// The end is a read that returns 0, except where `short_is_end` says a short read already
+/// was the end (see [`short_read_is_end`]); that skips one syscall per cgroup file per scrape.
+/// Each read continues at the offset the last one ended, which a seq_file serves from where it
+/// stopped instead of regenerating the file up to that offset.
+fn read_whole(file: &File, buf: &mut Vec<u8>, short_is_end: bool) -> std::io::Result<usize> {
+    const MIN_ROOM: usize = 4096;
     let mut len = 0;
     loop {
-        if buf.len() - len < PAGE {
-            let grown = (buf.len() * 2).max(64 * 1024);
+        if buf.len() - len < MIN_ROOM {
+            if buf.len() >= MAX_FILE_BYTES {
+                // The buffer is reused for every read: give the memory back.
+                buf.truncate(64 * 1024);
+                buf.shrink_to_fit();
+                return Err(std::io::Error::other(format!(
+                    "longer than {MAX_FILE_BYTES} bytes: not a cgroup or proc file podstat reads"
+                )));
+            }
+            let grown = (buf.len() * 2).clamp(64 * 1024, MAX_FILE_BYTES);
             buf.resize(grown, 0);
         }
         let room = buf.len() - len;
@@ -249,7 +277,7 @@ fn read_whole(file: &File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
             }
         };
         len += n;
-        if n == 0 || (n < room && n % PAGE != 0) {
+        if n == 0 || (short_is_end && n < room) {
             return Ok(len);
         }
     }
@@ -277,7 +305,7 @@ impl Reader {
         self.set_path(dir, name);
         self.opens += 1;
         let file = File::open(&self.path).map_err(|e| classify(&self.path, e))?;
-        let len = read_whole(&file, &mut self.buf).map_err(|e| classify(&self.path, e))?;
+        let len = read_whole(&file, &mut self.buf, false).map_err(|e| classify(&self.path, e))?;
         Ok(&self.buf[..len])
     }
 
@@ -303,7 +331,7 @@ impl Reader {
             cache.next = i + 1;
             match &mut cache.slots[i].2 {
                 Slot::Open(kept) => {
-                    let result = read_whole(&kept.file, &mut self.buf);
+                    let result = read_whole(&kept.file, &mut self.buf, short_read_is_end(name));
                     return match result {
                         Ok(len) => Ok(Some(&self.buf[..len])),
                         Err(e) => {
@@ -334,8 +362,9 @@ impl Reader {
         self.opens += 1;
         // Absent at the open, or its feature off at the read: either way not looked up again
         // for a while.
-        let read = File::open(&self.path)
-            .and_then(|file| read_whole(&file, &mut self.buf).map(|len| (file, len)));
+        let read = File::open(&self.path).and_then(|file| {
+            read_whole(&file, &mut self.buf, short_read_is_end(name)).map(|len| (file, len))
+        });
         let (file, len) = match read {
             Ok(read) => read,
             Err(e) => {
@@ -448,6 +477,77 @@ mod tests {
             r.read_cached(&mut cache, &dir, "x").expect("read"),
             Some(&b"5\n"[..])
         );
+    }
+
+    /// procfs iterators hand out about a page per read: `/proc/self/smaps` is many pages (one
+    /// record per mapping), and its last mapping (`[vdso]`, `[vsyscall]`, ...) is only seen by a
+    /// reader that reads on after a short read.
+    #[test]
+    fn files_served_a_page_at_a_time_are_read_to_their_end() {
+        let want = std::fs::read("/proc/self/smaps").expect("smaps");
+        assert!(want.len() > 8192, "smaps is only {} bytes", want.len());
+        // The last mapping's header line ("start-end perms offset dev inode path").
+        let last_line = |b: &[u8]| {
+            let text = String::from_utf8_lossy(b).into_owned();
+            text.lines()
+                .rfind(|l| {
+                    let first = l.split(' ').next().unwrap_or("");
+                    first.contains('-') && first.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-')
+                })
+                .map(str::to_owned)
+        };
+        let proc_self = Path::new("/proc/self");
+        let mut r = Reader::new(Some(FdBudget::new(4)));
+        let plain = r.read(proc_self, "smaps").expect("read").to_vec();
+        assert_eq!(last_line(&plain), last_line(&want), "read()");
+        let mut cache = FileCache::default();
+        for round in 0..2 {
+            let cached = r
+                .read_cached(&mut cache, proc_self, "smaps")
+                .expect("read")
+                .expect("present")
+                .to_vec();
+            assert_eq!(
+                last_line(&cached),
+                last_line(&want),
+                "read_cached, round {round}"
+            );
+        }
+        assert_eq!(
+            cache.open_count(),
+            1,
+            "the second round used the kept descriptor"
+        );
+    }
+
+    #[test]
+    fn only_single_record_cgroup_files_end_at_a_short_read() {
+        for name in [
+            "memory.stat",
+            "cpu.stat",
+            "io.stat",
+            "memory.pressure",
+            "pids.max",
+        ] {
+            assert!(short_read_is_end(name), "{name}");
+        }
+        for name in ["cgroup.procs", "cgroup.threads", "tasks", "dev", "maps"] {
+            assert!(!short_read_is_end(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_file_past_the_cap_is_an_error_and_the_buffer_shrinks() {
+        let mut r = Reader::new(None);
+        // /dev/zero never ends: the cap is what stops the read.
+        match r.read(Path::new("/dev"), "zero") {
+            Err(ReadError::Io { path, source }) => {
+                assert_eq!(path, Path::new("/dev/zero"));
+                assert!(source.to_string().contains("longer than"), "{source}");
+            }
+            other => panic!("expected an I/O error, got {:?}", other.map(<[u8]>::len)),
+        }
+        assert!(r.buf.capacity() <= 64 * 1024, "{}", r.buf.capacity());
     }
 
     #[test]

@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use super::{fresh, Ctx};
 use crate::discovery::{CgroupKind, Target};
-use crate::parse::{cgroup_procs, netdev};
+use crate::parse::netdev::InterfaceStats;
+use crate::parse::{netdev, pids};
 use crate::reader::{FileCache, ReadError};
 use crate::snapshot::ContainerSample;
 
@@ -83,6 +84,57 @@ fn host_netns(proc_root: &Path, first: bool) -> Option<PathBuf> {
     }
 }
 
+/// What reading a pod's network through one of its processes gave.
+enum Through {
+    Interfaces(Vec<(Arc<str>, InterfaceStats)>),
+    /// The process is in the host's network namespace (a `hostNetwork` pod).
+    HostNetwork,
+    /// The process exited before its `net/dev` could be read.
+    Gone,
+    Failed(PathBuf, String),
+}
+
+/// Reads the interfaces of `pid`'s network namespace, `pid` being a process of `target`.
+fn read_through(ctx: &mut Ctx, target: &Target, pid: u32, host_netns: Option<&PathBuf>) -> Through {
+    let proc_root = ctx.proc_root.clone();
+    with_probe(&proc_root, target, pid, |probe, files| {
+        if host_netns.is_some() && probe.netns.as_ref() == host_netns {
+            return Through::HostNetwork;
+        }
+        let mut interfaces = Vec::new();
+        let parsed = match ctx.reader.read_cached(files, &probe.net_dir, "dev") {
+            Ok(Some(bytes)) => netdev::net_dev(bytes, |name, stats| {
+                if !netdev::is_ignored_interface(name) {
+                    interfaces.push((Arc::from(String::from_utf8_lossy(name).as_ref()), stats));
+                }
+            }),
+            Ok(None) | Err(ReadError::Missing(_) | ReadError::Vanished(_)) => return Through::Gone,
+            Err(e) => return Through::Failed(probe.net_dir.join("dev"), e.to_string()),
+        };
+        match parsed {
+            Ok(()) => Through::Interfaces(interfaces),
+            Err(e) => Through::Failed(probe.net_dir.join("dev"), format!("not understood: {e}")),
+        }
+    })
+}
+
+/// The PIDs of `target` listed now (not the ones the process collector saw earlier in this
+/// collection), at most [`MAX_PIDS_TRIED`].
+fn listed_pids(ctx: &mut Ctx, target: &Target) -> Vec<u32> {
+    let Some(dir) = target.main_dir() else {
+        return Vec::new();
+    };
+    let mut files = target.files.lock().unwrap_or_else(|p| p.into_inner());
+    match ctx.reader.read_cached(&mut files, dir, "cgroup.procs") {
+        Ok(Some(bytes)) => pids(bytes).take(MAX_PIDS_TRIED).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// PIDs tried per container cgroup once the first one turned out to be gone: a pod whose
+/// processes all exit faster than this many reads has no network to report anyway.
+const MAX_PIDS_TRIED: usize = 16;
+
 /// `process_collected`: the process collector ran, so `first_pid` is already known.
 pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected: bool) {
     let proc_root = ctx.proc_root.clone();
@@ -107,77 +159,97 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected
             _ => {}
         }
     }
-    // (row that gets the series, row whose process is read, its PID)
-    let mut plan: Vec<(usize, usize, u32)> = Vec::with_capacity(pods.len() + 1);
+    // (row that gets the series, the pod's container rows with their first PIDs, the one to
+    // read first)
+    let mut plan: Vec<(usize, Vec<(usize, u32)>)> = Vec::with_capacity(pods.len());
     for (pod_row, containers) in pods.values() {
         let mut pid_of = |i: usize| -> Option<u32> {
             if process_collected {
                 // The process collector already read cgroup.procs: None means no process.
                 return samples[i].stats.first_pid;
             }
-            let target = &samples[i].target;
-            let dir = target.main_dir()?;
-            let mut files = target.files.lock().unwrap_or_else(|p| p.into_inner());
-            let bytes = ctx
-                .reader
-                .read_cached(&mut files, dir, "cgroup.procs")
-                .ok()??;
-            cgroup_procs(bytes).ok()?.1
+            listed_pids(ctx, &samples[i].target).first().copied()
         };
-        let with_pids: Vec<(usize, u32)> = containers
+        let mut with_pids: Vec<(usize, u32)> = containers
             .iter()
             .filter_map(|&i| Some((i, pid_of(i)?)))
             .collect();
-        let Some(&first) = with_pids.first() else {
-            continue;
-        };
-        let sandbox = with_pids
-            .iter()
-            .find(|(i, pid)| with_probe(&proc_root, &samples[*i].target, *pid, |p, _| p.pause))
-            .copied();
-        let (row, (source, pid)) = match (sandbox, pod_row) {
-            (Some(s), _) => (s.0, s),
-            (None, Some(row)) => (*row, first),
-            (None, None) => (first.0, first),
-        };
-        let netns = with_probe(&proc_root, &samples[source].target, pid, |p, _| {
-            p.netns.clone()
-        });
-        if host_netns.is_some() && netns == host_netns {
+        if with_pids.is_empty() {
             continue;
         }
-        plan.push((row, source, pid));
+        // The sandbox: the container whose process is `pause`, else the one the pod list
+        // leaves out (the kubelet's cAdvisor reports the pod's network on the sandbox row).
+        let is_pause = |&(i, pid): &(usize, u32)| {
+            with_probe(&proc_root, &samples[i].target, pid, |p, _| p.pause)
+        };
+        let sandbox = with_pids.iter().position(is_pause).or_else(|| {
+            let listed_out: Vec<usize> = (0..with_pids.len())
+                .filter(|&k| samples[with_pids[k].0].labels.sandbox)
+                .collect();
+            (listed_out.len() == 1).then(|| listed_out[0])
+        });
+        let row = match (sandbox, pod_row) {
+            (Some(k), _) => with_pids[k].0,
+            (None, Some(row)) => *row,
+            (None, None) => with_pids[0].0,
+        };
+        // Read through the sandbox first (it lives as long as the pod's namespace).
+        if let Some(k) = sandbox {
+            with_pids.swap(0, k);
+        }
+        plan.push((row, with_pids));
+    }
+    for (row, candidates) in plan {
+        if let Some(interfaces) = pod_network(ctx, samples, &candidates, host_netns.as_ref()) {
+            samples[row].stats.network = interfaces;
+        }
     }
     if let Some(row) = root_row {
-        plan.push((row, row, 1));
-    }
-    for (row, source, pid) in plan {
-        let target = Arc::clone(&samples[source].target);
-        let mut interfaces = Vec::new();
-        let mut failure: Option<(PathBuf, String)> = None;
-        let gone = with_probe(&proc_root, &target, pid, |probe, files| {
-            let result = match ctx.reader.read_cached(files, &probe.net_dir, "dev") {
-                Ok(Some(bytes)) => netdev::net_dev(bytes, |name, stats| {
-                    if !netdev::is_ignored_interface(name) {
-                        interfaces.push((Arc::from(String::from_utf8_lossy(name).as_ref()), stats));
-                    }
-                }),
-                // The process exited between listing and reading: the pod is being torn down.
-                Ok(None) | Err(ReadError::Missing(_) | ReadError::Vanished(_)) => return true,
-                Err(e) => {
-                    failure = Some((probe.net_dir.join("dev"), e.to_string()));
-                    return false;
-                }
-            };
-            if let Err(e) = result {
-                failure = Some((probe.net_dir.join("dev"), format!("not understood: {e}")));
-            }
-            false
-        });
-        match failure {
-            Some((path, e)) => ctx.record_error("network read failed", &path, &e),
-            None if !gone => samples[row].stats.network = interfaces,
-            None => {}
+        let target = Arc::clone(&samples[row].target);
+        match read_through(ctx, &target, 1, None) {
+            Through::Interfaces(interfaces) => samples[row].stats.network = interfaces,
+            Through::Failed(path, e) => ctx.record_error("network read failed", &path, &e),
+            Through::HostNetwork | Through::Gone => {}
         }
     }
+}
+
+/// The pod's interfaces, read through the first of `candidates` (container row, PID) whose
+/// process is still there. A pod's namespace outlives any one of its processes, so when the
+/// PID seen earlier in this collection has exited, the pod's cgroups are listed again and
+/// their live processes tried: one short-lived process must not drop the pod's series. None:
+/// a host-network pod, a read error (counted), or no process of the pod left.
+fn pod_network(
+    ctx: &mut Ctx,
+    samples: &[ContainerSample],
+    candidates: &[(usize, u32)],
+    host_netns: Option<&PathBuf>,
+) -> Option<Vec<(Arc<str>, InterfaceStats)>> {
+    let mut tried: Vec<u32> = Vec::new();
+    for pass in 0..2 {
+        for &(i, first_pid) in candidates {
+            let target = &samples[i].target;
+            let pids = if pass == 0 {
+                vec![first_pid]
+            } else {
+                listed_pids(ctx, target)
+            };
+            for pid in pids {
+                if tried.contains(&pid) {
+                    continue;
+                }
+                tried.push(pid);
+                match read_through(ctx, target, pid, host_netns) {
+                    Through::Interfaces(interfaces) => return Some(interfaces),
+                    Through::HostNetwork => return None,
+                    Through::Failed(path, e) => {
+                        ctx.record_error("network read failed", &path, &e);
+                        return None;
+                    }
+                    Through::Gone => {}
+                }
+            }
+        }
+    }
+    None
 }

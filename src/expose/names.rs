@@ -544,6 +544,7 @@ mod tests {
                 namespace: String::new(),
                 truncated: 0,
                 unknown: false,
+                sandbox: false,
             }),
             target: std::sync::Arc::new(Target {
                 path: labels.id.clone(),

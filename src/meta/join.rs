@@ -30,6 +30,9 @@ pub struct Resolved {
     pub truncated: u32,
     /// The cgroup belongs to a pod, but the index does not know it (or its container ID).
     pub unknown: bool,
+    /// A container cgroup of a known pod whose ID is in none of its status lists: the sandbox
+    /// (or a container the list does not show yet). Network series go on this row.
+    pub sandbox: bool,
 }
 
 /// How sandbox rows are labelled and how long a label value may be.
@@ -64,6 +67,7 @@ pub fn resolve(target: &Target, index: &MetaIndex, policy: &JoinPolicy) -> Resol
     let mut labels: Labels = target.labels.clone();
     let mut extra: &[(String, String)] = &[];
     let mut unknown = false;
+    let mut sandbox = false;
     match &target.kind {
         CgroupKind::Pod { uid } => match index.pod(uid) {
             Some(pod) => {
@@ -91,6 +95,7 @@ pub fn resolve(target: &Target, index: &MetaIndex, policy: &JoinPolicy) -> Resol
                 labels.namespace.clone_from(&pod.namespace);
                 extra = &pod.extra;
                 unknown = true;
+                sandbox = true;
             } else {
                 unknown = true;
             }
@@ -104,6 +109,7 @@ pub fn resolve(target: &Target, index: &MetaIndex, policy: &JoinPolicy) -> Resol
         namespace: labels.namespace,
         truncated,
         unknown,
+        sandbox,
     }
 }
 

@@ -354,9 +354,24 @@ pub fn cgroup_procs(bytes: &[u8]) -> Result<(u64, Option<u32>), ParseError> {
     Ok((count, first))
 }
 
+/// The PIDs listed in `cgroup.procs`, in the file's order; lines that are not a PID are passed
+/// over (the caller only needs some live process, not an exact list).
+pub fn pids(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    lines(bytes).filter_map(|line| {
+        let pid = u32::try_from(parse_u64(trim(line)).ok()?).ok()?;
+        (pid != 0).then_some(pid)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pids_are_listed_in_order_without_zero_or_junk() {
+        let listed: Vec<u32> = pids(b"17\n0\n\nx\n4294967296\n9\n").collect();
+        assert_eq!(listed, vec![17, 9]);
+    }
 
     #[test]
     fn word_searches_agree_with_bytewise_ones() {

@@ -139,6 +139,7 @@ fn check(cgroup_fixture: &str, golden: &str) {
 /// Compares `actual` with `tests/golden/<golden>` byte for byte, showing the first differing
 /// lines; `UPDATE_GOLDEN=1` writes the file instead.
 pub fn compare_with_golden(actual: &str, golden: &str) {
+    crate::support::assert_no_duplicate_series(actual);
     let path = golden_dir().join(golden);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).expect("write golden");

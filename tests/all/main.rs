@@ -13,4 +13,5 @@ mod metadata;
 mod parse_fixtures;
 mod parse_props;
 mod real_cgroup;
+mod real_scale;
 mod support;

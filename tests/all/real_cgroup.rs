@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{
-    is_root, run, sample_value, skip_unless, unique, which, CgroupGuard, ChildGuard, NetnsGuard,
+    hierarchies, is_root, move_into, run, sample_value, skip_unless, unique, which, CgroupGuard,
+    ChildGuard, NetnsGuard,
 };
 
 const POD_UID: &str = "0f1e2d3c-4b5a-4968-8778-695a4b3c2d1e";
@@ -22,41 +23,6 @@ const SANDBOX_ID: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccc
 const HOST_POD_UID: &str = "1a2b3c4d-5e6f-4a8b-9cad-bedcfe0a1b2c";
 const HOST_NET_ID: &str = "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
 const HOLD_BYTES: u64 = 64 << 20;
-
-/// The hierarchies to create the test's cgroups in (every v1 controller podstat reads, or the
-/// unified one on a pure v2 host).
-fn hierarchies() -> Vec<PathBuf> {
-    let mountinfo = std::fs::read("/proc/self/mountinfo").expect("mountinfo");
-    let mounts = podstat::parse::procfs::cgroup_mounts(&mountinfo).expect("mounts");
-    let layout = podstat::discovery::CgroupLayout::from_mounts(
-        &mounts,
-        std::path::Path::new("/sys/fs/cgroup"),
-    );
-    match layout.mode() {
-        Some(podstat::discovery::CgroupMode::V2) => layout.unified.into_iter().collect(),
-        _ => {
-            let mut v: Vec<PathBuf> = [
-                layout.cpu,
-                layout.cpuacct,
-                layout.memory,
-                layout.blkio,
-                layout.pids,
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            v.dedup();
-            v
-        }
-    }
-}
-
-fn move_into(hierarchies: &[PathBuf], rel: &str, pid: u32) {
-    for h in hierarchies {
-        std::fs::write(h.join(rel).join("cgroup.procs"), pid.to_string())
-            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", h.join(rel).display()));
-    }
-}
 
 /// Sends `count` UDP datagrams of `size` bytes from inside network namespace `ns` to `to`.
 fn send_udp_from(ns: &str, to: &str, count: usize, size: usize) {
@@ -242,6 +208,8 @@ fn real_cgroups_agree_with_the_kernel() {
     std::thread::sleep(Duration::from_secs(2));
 
     let body2 = String::from_utf8(agent.scrape().to_vec()).expect("utf8");
+    // The whole host's output, this test's cgroups and every other: no series twice.
+    crate::support::assert_no_duplicate_series(&body2);
     let cpu2 = sample_value(&body2, "container_cpu_usage_seconds_total", &[&id(BUSY_ID)])
         .expect("busy cpu 2");
     let kernel2 = proc_cpu_seconds(busy.pid());

@@ -199,3 +199,51 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// The hierarchies to create the test's cgroups in (every v1 controller podstat reads, or the
+/// unified one on a pure v2 host).
+pub fn hierarchies() -> Vec<PathBuf> {
+    let mountinfo = std::fs::read("/proc/self/mountinfo").expect("mountinfo");
+    let mounts = podstat::parse::procfs::cgroup_mounts(&mountinfo).expect("mounts");
+    let layout = podstat::discovery::CgroupLayout::from_mounts(
+        &mounts,
+        std::path::Path::new("/sys/fs/cgroup"),
+    );
+    match layout.mode() {
+        Some(podstat::discovery::CgroupMode::V2) => layout.unified.into_iter().collect(),
+        _ => {
+            let mut v: Vec<PathBuf> = [
+                layout.cpu,
+                layout.cpuacct,
+                layout.memory,
+                layout.blkio,
+                layout.pids,
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            v.dedup();
+            v
+        }
+    }
+}
+
+pub fn move_into(hierarchies: &[PathBuf], rel: &str, pid: u32) {
+    for h in hierarchies {
+        std::fs::write(h.join(rel).join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", h.join(rel).display()));
+    }
+}
+
+/// Fails when two sample lines of `body` have the same name and labels: Prometheus keeps one
+/// and drops the other as a duplicate, so a number is silently lost.
+pub fn assert_no_duplicate_series(body: &str) {
+    let mut seen = std::collections::HashSet::new();
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let series = line.rsplit_once(' ').map_or(line, |(series, _)| series);
+        assert!(seen.insert(series), "duplicate series: {series}");
+    }
+}

@@ -1,0 +1,302 @@
+//! Real cgroups and namespaces at the sizes where short reads and exiting processes used to
+//! lose numbers silently: a pod namespace with 60 interfaces (`net/dev` over a page), a
+//! container with 1,000 processes (`cgroup.procs` over a page), and a pod whose processes exit
+//! and are replaced while it is scraped. Needs root (skips loudly otherwise; fails under CI).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    hierarchies, is_root, move_into, sample_value, skip_unless, unique, which, CgroupGuard,
+    ChildGuard, NetnsGuard,
+};
+
+/// Pod UIDs of their own per test: the network collector groups a pod's cgroups by UID.
+const CROWD_POD_UID: &str = "5ca1e000-4b5a-4968-8778-695a4b3c2d1e";
+const CHURN_POD_UID: &str = "5ca1e001-4b5a-4968-8778-695a4b3c2d1e";
+
+/// A container ID unique to this run and `tag` (the agents read the whole host, where other
+/// tests make container cgroups of their own).
+fn container_id(tag: u32) -> String {
+    format!("{:056x}{tag:08x}", std::process::id())
+}
+
+/// Makes `rels` (parents first) in every hierarchy, removed by the returned guard.
+fn make_cgroups(hierarchies: &[PathBuf], rels: &[String]) -> CgroupGuard {
+    let mut guard = CgroupGuard { dirs: Vec::new() };
+    for h in hierarchies {
+        for rel in rels {
+            let dir = h.join(rel);
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            guard.dirs.push(dir);
+            if hierarchies.len() == 1 {
+                // Pure v2: enable the controllers for the children (leaves refuse, harmlessly).
+                let _ = std::fs::write(
+                    h.join(rel).join("cgroup.subtree_control"),
+                    "+cpu +memory +pids +io",
+                );
+            }
+        }
+    }
+    guard
+}
+
+/// An agent in the test process. Its descriptor budget is small because every agent of the
+/// test binary (other tests run beside this one) shares one RLIMIT_NOFILE.
+fn agent() -> podstat::agent::Agent {
+    let config = podstat::config::parse(
+        "[server]\nmin_collect_interval_ms = 0\n[reader]\nmax_open_files = 300\n",
+        "test",
+    )
+    .expect("config");
+    podstat::agent::Agent::new(&config).expect("agent")
+}
+
+fn scrape(agent: &podstat::agent::Agent) -> String {
+    let body = String::from_utf8(agent.scrape().to_vec()).expect("utf8");
+    crate::support::assert_no_duplicate_series(&body);
+    body
+}
+
+/// The interface names of `family` on the row `id`.
+fn interfaces(body: &str, family: &str, id: &str) -> Vec<String> {
+    let prefix = format!("{family}{{");
+    let id = format!("id=\"{id}\"");
+    body.lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(&id))
+        .filter_map(|l| {
+            let at = l.find("interface=\"")? + "interface=\"".len();
+            Some(l[at..at + l[at..].find('"')?].to_owned())
+        })
+        .collect()
+}
+
+fn root_ready(what: &str) -> bool {
+    !(skip_unless(is_root(), what)
+        || skip_unless(which("ip").is_some(), "iproute2 `ip`")
+        || skip_unless(which("nsenter").is_some(), "util-linux `nsenter`"))
+}
+
+/// A command that runs in network namespace `ns` and nothing else: unlike `ip netns exec`,
+/// nsenter does not remount /sys, so the processes still see the cgroup tree. It execs the
+/// program in place, so the child's PID is the program's.
+fn in_netns(ns: &str) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}")).arg("--");
+    c
+}
+
+#[test]
+fn files_longer_than_a_read_are_counted_whole() {
+    if !root_ready("root (creates cgroups, processes and a network namespace)") {
+        return;
+    }
+    let hierarchies = hierarchies();
+    let top = unique("podstat-scale-");
+    let pod_rel = format!("{top}/kubepods/besteffort/pod{CROWD_POD_UID}");
+    let (sandbox_id, crowd_id) = (container_id(0x5a), container_id(0xc0));
+    let rels = vec![
+        top.clone(),
+        format!("{top}/kubepods"),
+        format!("{top}/kubepods/besteffort"),
+        pod_rel.clone(),
+        format!("{pod_rel}/{sandbox_id}"),
+        format!("{pod_rel}/{crowd_id}"),
+    ];
+    let cgroups = make_cgroups(&hierarchies, &rels);
+
+    // A pod namespace with 60 interfaces: its net/dev is ~7.5 KB, about two reads' worth. They
+    // are veth pairs whose peers are in a second namespace (this kernel may lack `dummy`).
+    const INTERFACES: usize = 60;
+    let ns = NetnsGuard::new(&unique("psts"));
+    let peer = NetnsGuard::new(&unique("pstt"));
+    let mut batch = Command::new("ip")
+        .args(["-n", &ns.name, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ip -batch");
+    {
+        use std::io::Write;
+        let mut stdin = batch.stdin.take().expect("stdin");
+        for i in 0..INTERFACES {
+            writeln!(
+                stdin,
+                "link add podnet{i} type veth peer name peer{i} netns {}",
+                peer.name
+            )
+            .expect("batch line");
+        }
+    }
+    assert!(batch.wait().expect("ip -batch").success(), "ip -batch");
+    let sandbox = ChildGuard(
+        in_netns(&ns.name)
+            .args(["sleep", "600"])
+            .spawn()
+            .expect("sandbox"),
+    );
+
+    // A container with 1,000 processes (in the pod's namespace, as a pod's containers are):
+    // its cgroup.procs is ~6 KB.
+    const CROWD: usize = 1000;
+    let crowd: Vec<ChildGuard> = (0..CROWD)
+        .map(|_| {
+            ChildGuard(
+                in_netns(&ns.name)
+                    .args(["sleep", "600"])
+                    .spawn()
+                    .expect("sleep"),
+            )
+        })
+        .collect();
+    for child in &crowd {
+        move_into(&hierarchies, &format!("{pod_rel}/{crowd_id}"), child.pid());
+    }
+    // nsenter switches namespace, then execs sleep: wait for the switch.
+    let sandbox_ns = format!("/proc/{}/ns/net", sandbox.pid());
+    let netns_of_ns = std::fs::metadata(format!("/run/netns/{}", ns.name)).expect("netns");
+    crate::support::wait_for(Duration::from_secs(5), || {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&sandbox_ns).ok()?;
+        (m.ino() == netns_of_ns.ino()).then_some(())
+    })
+    .expect("the sandbox entered its namespace");
+    move_into(
+        &hierarchies,
+        &format!("{pod_rel}/{sandbox_id}"),
+        sandbox.pid(),
+    );
+
+    let agent = agent();
+    for round in 0..2 {
+        // Twice: the first read opens the files, the second goes through kept descriptors.
+        let body = scrape(&agent);
+        let procs_file = hierarchies[0]
+            .join(&pod_rel)
+            .join(&crowd_id)
+            .join("cgroup.procs");
+        let kernel = std::fs::read_to_string(&procs_file)
+            .expect("cgroup.procs")
+            .lines()
+            .count();
+        assert_eq!(kernel, CROWD, "the kernel lists every process");
+        assert_eq!(
+            sample_value(
+                &body,
+                "container_processes",
+                &[&format!("id=\"/{pod_rel}/{crowd_id}\"")]
+            ),
+            Some(CROWD as f64),
+            "round {round}: every process of the crowd counted"
+        );
+        let mut seen = interfaces(
+            &body,
+            "container_network_receive_bytes_total",
+            &format!("/{pod_rel}"),
+        );
+        seen.sort();
+        let mut want: Vec<String> = (0..INTERFACES).map(|i| format!("podnet{i}")).collect();
+        want.sort();
+        assert_eq!(seen, want, "round {round}: every interface of the pod");
+    }
+    drop(crowd);
+    drop(sandbox);
+    drop((ns, peer));
+    drop(cgroups);
+}
+
+#[test]
+fn a_pods_network_survives_its_processes_exiting() {
+    if !root_ready("root (creates cgroups, processes and a network namespace)")
+        || skip_unless(which("bash").is_some(), "bash (reaps its children)")
+    {
+        return;
+    }
+    let hierarchies = hierarchies();
+    let top = unique("podstat-churn-");
+    let pod_rel = format!("{top}/kubepods/besteffort/pod{CHURN_POD_UID}");
+    let churn_id = container_id(0xc4);
+    let rels = vec![
+        top.clone(),
+        format!("{top}/kubepods"),
+        format!("{top}/kubepods/besteffort"),
+        pod_rel.clone(),
+        format!("{pod_rel}/{churn_id}"),
+    ];
+    // 300 more pods, one container each, as on a real node: the PID that the process
+    // collector finds must still be alive when the network pass reaches the pod, after every
+    // other cgroup has been read.
+    let fillers: Vec<String> = (0..300u32)
+        .flat_map(|i| {
+            let pod = format!("{top}/kubepods/besteffort/pod5ca1e002-0000-4000-8000-{i:012x}");
+            let container = format!("{pod}/{}", container_id(0x1000 + i));
+            [pod, container]
+        })
+        .collect();
+    let cgroups = make_cgroups(&hierarchies, &[rels, fillers].concat());
+    let ns = NetnsGuard::new(&unique("pstc"));
+    let peer = NetnsGuard::new(&unique("pstd"));
+    crate::support::run(
+        "ip",
+        &[
+            "-n", &ns.name, "link", "add", "podnet0", "type", "veth", "peer", "name", "peer0",
+            "netns", &peer.name,
+        ],
+    );
+
+    // The container's processes live 100 ms each and a new one starts every 25 ms: whichever
+    // PID a scrape finds first is gone within 25 ms. Each child moves itself into the
+    // container (the loop itself stays outside it), so the oldest process, the one listed
+    // first, is always about to exit. bash, not sh: it reaps its children as they exit.
+    let procs: Vec<String> = hierarchies
+        .iter()
+        .map(|h| {
+            h.join(&pod_rel)
+                .join(&churn_id)
+                .join("cgroup.procs")
+                .display()
+                .to_string()
+        })
+        .collect();
+    let join = procs
+        .iter()
+        .map(|p| format!("echo $$ > {p}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let script = format!("while :; do sh -c '{join}; exec sleep 0.1' & sleep 0.025; done");
+    let churner = ChildGuard(
+        in_netns(&ns.name)
+            .args(["bash", "-c", &script])
+            .spawn()
+            .expect("churner"),
+    );
+    let id = format!("/{pod_rel}");
+    crate::support::wait_for(Duration::from_secs(5), || {
+        let procs = std::fs::read_to_string(&procs[0]).ok()?;
+        (procs.lines().count() >= 2).then_some(())
+    })
+    .expect("the churning container has processes");
+
+    let agent = agent();
+    let mut missing = Vec::new();
+    let started = Instant::now();
+    const SCRAPES: usize = 100;
+    for scrape_no in 0..SCRAPES {
+        let body = scrape(&agent);
+        if interfaces(&body, "container_network_receive_bytes_total", &id) != ["podnet0"] {
+            missing.push(scrape_no);
+        }
+        std::thread::sleep(Duration::from_millis(17));
+    }
+    let took = started.elapsed();
+    drop(churner);
+    drop((ns, peer));
+    // Let the last children (100 ms) exit before the guard removes the cgroups.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(cgroups);
+    assert!(
+        missing.is_empty(),
+        "{} of {SCRAPES} scrapes ({took:?}) lacked the pod's network: {missing:?}",
+        missing.len()
+    );
+}

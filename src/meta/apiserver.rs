@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::ResourceExt;
 
-use super::podlist::{push_instances, PodInfo};
+use super::podlist::{cadvisor_image, push_instances, PodInfo};
 use super::{MetaIndex, MetaStore};
 use crate::config::{KubernetesConfig, LabelsConfig};
 
@@ -106,11 +106,16 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
                 .as_ref()
                 .and_then(|s| s.terminated.as_ref())
                 .and_then(|t| t.container_id.as_deref());
+            let image = cadvisor_image(
+                st.container_id.as_deref(),
+                Some(st.image.as_str()),
+                Some(st.image_id.as_str()),
+                || spec_image(&st.name),
+            );
             push_instances(
                 &mut containers,
                 &st.name,
-                Some(st.image.as_str()),
-                || spec_image(&st.name),
+                image,
                 [st.container_id.as_deref(), previous],
             );
         }

@@ -9,6 +9,7 @@ mod e2e_prometheus;
 mod fake_apiserver;
 mod fake_kubelet;
 mod golden;
+mod kubelet_parity;
 mod metadata;
 mod parse_fixtures;
 mod parse_props;

@@ -1,0 +1,113 @@
+//! podstat against the kubelet's own `/metrics/cadvisor`, on real pairs of a node's `GET /pods`
+//! and the same node's `/metrics/cadvisor` (k8s 1.18 Docker, 1.27 kind containerd, 1.35
+//! containerd; `tests/fixtures/kubelet`, sources in its SOURCES.md).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use podstat::discovery::layout::classify;
+use podstat::discovery::CgroupKind;
+use podstat::meta::podlist::parse_pod_list;
+use podstat::meta::MetaIndex;
+
+use crate::support::fixtures;
+
+const PAIRS: &[(&str, &str)] = &[
+    (
+        "podlist_k8s-1.18_minikube_docker_systemd-driver.json",
+        "metrics-cadvisor_k8s-1.18_minikube_docker_systemd-driver.txt.gz",
+    ),
+    (
+        "podlist_k8s-1.27_kind_containerd_systemd-driver_init-containers.json",
+        "metrics-cadvisor_k8s-1.27_kind_containerd_systemd-driver.txt.gz",
+    ),
+    (
+        "podlist_k8s-1.35_minikube_containerd_cgroupfs-driver.json",
+        "metrics-cadvisor_k8s-1.35_minikube_containerd_cgroupfs-driver.txt.gz",
+    ),
+];
+
+pub fn dump(name: &str) -> String {
+    let gz = std::fs::read(fixtures().join("kubelet").join(name)).expect("dump");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut text)
+        .expect("gunzip");
+    text
+}
+
+/// The labels of a sample line (values unescaped enough for these dumps: no quotes inside).
+pub fn labels_of(line: &str) -> BTreeMap<String, String> {
+    let Some(open) = line.find('{') else {
+        return BTreeMap::new();
+    };
+    let close = line.rfind('}').expect("closing brace");
+    let mut out = BTreeMap::new();
+    let mut rest = &line[open + 1..close];
+    while let Some(eq) = rest.find("=\"") {
+        let name = rest[..eq].trim_start_matches(',').to_owned();
+        let after = &rest[eq + 2..];
+        let end = after.find('"').expect("closing quote");
+        out.insert(name, after[..end].to_owned());
+        rest = &after[end + 1..];
+    }
+    out
+}
+
+/// Every container row the pod list knows gets the kubelet's `container`, `image`, `pod` and
+/// `namespace` values. The one exception is checked, not assumed: Docker containers created
+/// from an image that was on the node before it was pulled (minikube preloads its system
+/// images) show Docker's local `sha256:` ID, which the pod list carries nowhere.
+#[test]
+fn container_labels_equal_the_kubelets_for_every_listed_container() {
+    let config = podstat::config::parse("", "test").expect("config");
+    let mut report = Vec::new();
+    for (podlist, metrics) in PAIRS {
+        let json = std::fs::read(fixtures().join("kubelet").join(podlist)).expect("podlist");
+        let json_text = String::from_utf8_lossy(&json).into_owned();
+        let pods = parse_pod_list(&json).expect("decode");
+        let index = MetaIndex::build(&pods, &config.labels, 16);
+        let (mut compared, mut unlisted_image_ids) = (0, 0);
+        let mut differ = Vec::new();
+        for line in dump(metrics).lines() {
+            if !line.starts_with("container_memory_usage_bytes{") {
+                continue;
+            }
+            let real = labels_of(line);
+            let CgroupKind::Container { id, .. } = classify(&real["id"]) else {
+                continue;
+            };
+            let Some(ours) = index.container(&id) else {
+                continue;
+            };
+            compared += 1;
+            let image_id = real["image"].strip_prefix("sha256:");
+            if ours.image != real["image"]
+                && image_id.is_some_and(|hex| !json_text.contains(hex))
+            {
+                unlisted_image_ids += 1;
+                continue;
+            }
+            let got = [
+                ("container", ours.name.as_str()),
+                ("image", ours.image.as_str()),
+                ("pod", ours.pod.name.as_str()),
+                ("namespace", ours.pod.namespace.as_str()),
+            ];
+            for (label, value) in got {
+                if real[label] != value {
+                    differ.push(format!(
+                        "{podlist} {id}: {label} {:?} (kubelet) vs {value:?}",
+                        real[label]
+                    ));
+                }
+            }
+        }
+        assert!(compared > 5, "{podlist}: only {compared} containers joined");
+        report.push(format!(
+            "{podlist}: {compared} containers, {unlisted_image_ids} with an image ID the list lacks"
+        ));
+        assert!(differ.is_empty(), "{}", differ.join("\n"));
+    }
+    eprintln!("{}", report.join("\n"));
+}

@@ -336,11 +336,91 @@ pub struct DiscoveryConfig {
     #[serde(default = "defaults::max_depth")]
     pub max_depth: usize,
     #[serde(default = "defaults::raw_include")]
-    pub raw_include: PatternSet,
+    pub raw_include: RawInclude,
     #[serde(default = "defaults::raw_exclude")]
     pub raw_exclude: PatternSet,
     #[serde(default = "defaults::watch")]
     pub watch: bool,
+}
+
+/// `[discovery] raw_include`: which cgroups outside kubepods are reported.
+#[derive(Debug, Clone)]
+pub enum RawInclude {
+    /// [`KUBELET_RAW_ROWS`] on a Kubernetes node (a metadata source is configured), else
+    /// [`HOST_RAW_ROWS`]. [`parse`] resolves it; unresolved it acts as on a plain host.
+    Auto,
+    Patterns(PatternSet),
+}
+
+/// The raw rows the kubelet's `/metrics/cadvisor` shows besides `/` and kubepods: its own
+/// service wherever the distribution puts it, and the container runtime's (the kubelet shows
+/// that one only where it knows the runtime's cgroup: dockershim, or `--runtime-cgroups`).
+pub const KUBELET_RAW_ROWS: &[&str] = &[
+    "/kubelet.service",
+    "/system.slice/kubelet.service",
+    "/kubelet.slice/kubelet.service",
+    "/system.slice/containerd.service",
+    "/system.slice/docker.service",
+    "/system.slice/crio.service",
+];
+
+/// A plain host's services and slices, and Docker containers run without Kubernetes.
+pub const HOST_RAW_ROWS: &[&str] = &[
+    "/*.slice",
+    "/*.service",
+    "/system.slice/*.service",
+    "/docker/*",
+];
+
+impl RawInclude {
+    fn patterns(rows: &[&str]) -> PatternSet {
+        #[allow(clippy::expect_used)]
+        PatternSet::new(rows.iter().map(|p| (*p).to_owned()).collect())
+            .expect("the built-in row patterns compile (tested)")
+    }
+
+    /// "auto" made concrete for a node whose metadata comes from `source`.
+    pub fn resolve(&mut self, source: MetadataSource) {
+        if matches!(self, RawInclude::Auto) {
+            let rows = if source == MetadataSource::None {
+                HOST_RAW_ROWS
+            } else {
+                KUBELET_RAW_ROWS
+            };
+            *self = RawInclude::Patterns(Self::patterns(rows));
+        }
+    }
+
+    pub fn is_match(&self, path: &str) -> bool {
+        match self {
+            RawInclude::Patterns(p) => p.is_match(path),
+            RawInclude::Auto => {
+                static HOST: std::sync::OnceLock<PatternSet> = std::sync::OnceLock::new();
+                HOST.get_or_init(|| Self::patterns(HOST_RAW_ROWS))
+                    .is_match(path)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawInclude {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Word(String),
+            Patterns(Vec<String>),
+        }
+        match Wire::deserialize(d)? {
+            Wire::Word(w) if w == "auto" => Ok(RawInclude::Auto),
+            Wire::Word(w) => Err(serde::de::Error::custom(format!(
+                "raw_include {w:?}: use \"auto\" or a list of patterns"
+            ))),
+            Wire::Patterns(p) => PatternSet::new(p)
+                .map(RawInclude::Patterns)
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// Compiles `patterns` into one set; `what` names them in errors. With `literal_separator`,
@@ -412,7 +492,7 @@ pub enum ConfigError {
 /// Parses a config file. Missing keys take their value from the embedded default; unknown
 /// keys and bad values fail with the position in `text`.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    toml::from_str::<Config>(text).map_err(|err| {
+    let mut config = toml::from_str::<Config>(text).map_err(|err| {
         let (line, column) = err
             .span()
             .map(|s| line_column(text, s.start))
@@ -423,7 +503,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
             column,
             reason: err.message().trim().to_owned(),
         }
-    })
+    })?;
+    config
+        .discovery
+        .raw_include
+        .resolve(config.kubernetes.source);
+    Ok(config)
 }
 
 /// The embedded default, parsed once. It is a compile-time constant with every key present
@@ -471,7 +556,7 @@ defaults! {
     pressure: bool = collectors.pressure;
     machine: bool = collectors.machine;
     max_depth: usize = discovery.max_depth;
-    raw_include: PatternSet = discovery.raw_include;
+    raw_include: RawInclude = discovery.raw_include;
     raw_exclude: PatternSet = discovery.raw_exclude;
     watch: bool = discovery.watch;
     kubernetes: KubernetesConfig = kubernetes;
@@ -546,6 +631,34 @@ mod tests {
             .discovery
             .raw_exclude
             .is_match("/system.slice/run-x.mount"));
+    }
+
+    #[test]
+    fn raw_rows_follow_the_kubelet_on_a_kubernetes_node_and_the_host_elsewhere() {
+        let node = parse("[kubernetes]\nsource = \"kubelet\"\n", "t.toml").expect("parse");
+        let rows = &node.discovery.raw_include;
+        for kubelet_row in [
+            "/system.slice/kubelet.service",
+            "/kubelet.slice/kubelet.service",
+            "/system.slice/containerd.service",
+        ] {
+            assert!(rows.is_match(kubelet_row), "{kubelet_row}");
+        }
+        for not_the_kubelets in ["/system.slice", "/user.slice", "/system.slice/cron.service"] {
+            assert!(!rows.is_match(not_the_kubelets), "{not_the_kubelets}");
+        }
+        let explicit = parse(
+            "[kubernetes]\nsource = \"kubelet\"\n[discovery]\nraw_include = [\"/x/*\"]\n",
+            "t.toml",
+        )
+        .expect("parse");
+        assert!(explicit.discovery.raw_include.is_match("/x/y"));
+        assert!(!explicit
+            .discovery
+            .raw_include
+            .is_match("/system.slice/kubelet.service"));
+        let err = parse("[discovery]\nraw_include = \"all\"\n", "t.toml").expect_err("bad word");
+        assert!(err.to_string().contains("auto"), "{err}");
     }
 
     #[test]

@@ -160,13 +160,15 @@ impl Target {
     }
 }
 
+/// `container_start_time_seconds`, in whole seconds as the kubelet's cAdvisor prints it
+/// (`CreationTime.Unix()`), so the two agree to the digit.
 fn creation_time(dir: &Path) -> f64 {
     let mtime = |p: &Path| {
         std::fs::metadata(p)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs_f64())
+            .map(|d| d.as_secs() as f64)
     };
     let candidates = [mtime(dir), mtime(&dir.join("cgroup.procs"))];
     candidates

@@ -323,7 +323,7 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
         emit: |x, o| o.u(s(x).spec_memory_swap_limit) },
     Family { name: "container_start_time_seconds", kind: Gauge, group: "spec", labels: "",
         help: "Start time of the cgroup since the Unix epoch, in seconds.",
-        source: "earliest mtime of the cgroup directory and its cgroup.procs",
+        source: "earliest mtime of the cgroup directory and its cgroup.procs, whole seconds",
         emit: |x, o| o.f(Some(x.target.start_time).filter(|&t| t > 0.0)) },
     Family { name: "container_threads", kind: Gauge, group: "process", labels: "",
         help: "Tasks (threads) in the cgroup and its children.",

@@ -82,9 +82,7 @@ fn container_labels_equal_the_kubelets_for_every_listed_container() {
             };
             compared += 1;
             let image_id = real["image"].strip_prefix("sha256:");
-            if ours.image != real["image"]
-                && image_id.is_some_and(|hex| !json_text.contains(hex))
-            {
+            if ours.image != real["image"] && image_id.is_some_and(|hex| !json_text.contains(hex)) {
                 unlisted_image_ids += 1;
                 continue;
             }
@@ -110,4 +108,39 @@ fn container_labels_equal_the_kubelets_for_every_listed_container() {
         assert!(differ.is_empty(), "{}", differ.join("\n"));
     }
     eprintln!("{}", report.join("\n"));
+}
+
+/// The rows outside kubepods that each real kubelet shows are the ones podstat reports by
+/// default on a Kubernetes node (`raw_include = "auto"` with a metadata source), and a plain
+/// host's slices are not among them.
+#[test]
+fn default_raw_rows_on_a_node_are_the_kubelets() {
+    let node =
+        podstat::config::parse("[kubernetes]\nsource = \"kubelet\"\n", "test").expect("config");
+    let rows = &node.discovery.raw_include;
+    let mut raw_seen = 0;
+    for (_, metrics) in PAIRS {
+        for line in dump(metrics).lines() {
+            if !line.starts_with("container_memory_usage_bytes{") {
+                continue;
+            }
+            let id = labels_of(line)["id"].clone();
+            if classify(&id) == CgroupKind::Raw {
+                raw_seen += 1;
+                assert!(rows.is_match(&id), "{metrics}: the kubelet shows {id}");
+            }
+        }
+    }
+    assert_eq!(
+        raw_seen, 4,
+        "kubelet.service three times, docker.service once"
+    );
+    for host_only in [
+        "/system.slice",
+        "/user.slice",
+        "/init.scope",
+        "/system.slice/ssh.service",
+    ] {
+        assert!(!rows.is_match(host_only), "{host_only}");
+    }
 }

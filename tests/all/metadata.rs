@@ -165,6 +165,50 @@ fn labels_match_the_kubelets_own_view_of_the_same_node() {
     compare_with_golden(&normalise(&body), "v2_kubelet_labels.prom");
 }
 
+/// The kubelet's cAdvisor reports a pod's network on its sandbox container's row. podstat does
+/// too, also where the sandbox's process is not called `pause` (another pause image, a VM
+/// runtime): the sandbox is then the container cgroup of the pod that the pod list leaves out.
+#[test]
+fn network_goes_on_the_sandbox_row_even_when_its_process_is_not_pause() {
+    let cert = TestCert::generate();
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
+    let node = node(&cert);
+    let mut config = config(&node, &kubelet.url(), "sandbox_container = \"POD\"\n");
+    let proc_copy = tempfile::tempdir().expect("tempdir");
+    copy_pinned(&fixtures().join("proc-node"), proc_copy.path());
+    let mut renamed = 0;
+    for entry in std::fs::read_dir(proc_copy.path()).expect("proc copy") {
+        let comm = entry.expect("entry").path().join("comm");
+        if std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "pause") {
+            std::fs::write(&comm, "sandbox-init\n").expect("rename");
+            renamed += 1;
+        }
+    }
+    assert_eq!(renamed, 3, "the fixture's three sandboxes");
+    config.paths.proc_root = proc_copy.path().to_path_buf();
+    let agent = Agent::new(&config).expect("agent");
+    fetch(&agent, &config).expect("fetch");
+    let body = scrape(&agent);
+    let mut pods_with_network = BTreeSet::new();
+    for l in series_labels(&body, "container_network_receive_bytes_total") {
+        if l["id"] == "/" {
+            continue;
+        }
+        assert_eq!(l["container"], "POD", "network on a non-sandbox row: {l:?}");
+        assert!(l["id"].ends_with(".scope"), "{l:?}");
+        assert_eq!(
+            l["name"],
+            l["id"]
+                .rsplit('-')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(".scope")
+        );
+        pods_with_network.insert(l["pod"].clone());
+    }
+    assert_eq!(pods_with_network.len(), 3, "{pods_with_network:?}");
+}
+
 /// Label names per family and the kinds of rows (which of container/image/pod are set).
 fn shape(body: &str, family: &str) -> (BTreeSet<String>, BTreeSet<(bool, bool, bool)>) {
     let mut names = BTreeSet::new();

@@ -242,6 +242,7 @@ fn real_cgroups_agree_with_the_kernel() {
         (now - 120.0..=now + 1.0).contains(&started),
         "start time {started}, now {now}"
     );
+    assert_eq!(started.fract(), 0.0, "whole seconds, as the kubelet prints");
     assert!(sample_value(&body2, "container_threads", &[&id(MEM_ID)]).is_some_and(|t| t >= 1.0));
 
     // The pod's network comes from the sandbox's namespace, once, on the pod row (the sandbox

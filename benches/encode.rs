@@ -114,7 +114,9 @@ fn samples(n: usize, random_ids: bool) -> Vec<ContainerSample> {
                 memory_events_max: Some(0),
                 devices: vec![DeviceStats {
                     device: Arc::from("/dev/nvme0n1"),
-                    io: DeviceIo { major: 259, minor: 0, read_bytes: 4096, write_bytes: 8192, reads: 1, writes: 2 },
+                    major: Arc::from("259"),
+                    minor: Arc::from("0"),
+                    io: DeviceIo { major: 259, minor: 0, read_bytes: 4096, write_bytes: 8192, reads: 1, writes: 2, ..DeviceIo::default() },
                 }],
                 processes: Some(1),
                 threads: Some(12),

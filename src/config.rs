@@ -220,6 +220,10 @@ pub struct PathsConfig {
     pub proc_root: PathBuf,
     #[serde(default = "defaults::sys_root")]
     pub sys_root: PathBuf,
+    #[serde(default = "defaults::machine_id_file")]
+    pub machine_id_file: PathBuf,
+    #[serde(default = "defaults::os_release_file")]
+    pub os_release_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -328,6 +332,8 @@ pub struct CollectorsConfig {
     pub pressure: bool,
     #[serde(default = "defaults::machine")]
     pub machine: bool,
+    #[serde(default = "defaults::process_files")]
+    pub process_files: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -545,6 +551,8 @@ defaults! {
     cgroup_root: PathBuf = paths.cgroup_root;
     proc_root: PathBuf = paths.proc_root;
     sys_root: PathBuf = paths.sys_root;
+    machine_id_file: PathBuf = paths.machine_id_file;
+    os_release_file: PathBuf = paths.os_release_file;
     format: LogFormat = log.format;
     level: LogLevel = log.level;
     cpu: bool = collectors.cpu;
@@ -555,6 +563,7 @@ defaults! {
     oom: bool = collectors.oom;
     pressure: bool = collectors.pressure;
     machine: bool = collectors.machine;
+    process_files: bool = collectors.process_files;
     max_depth: usize = discovery.max_depth;
     raw_include: RawInclude = discovery.raw_include;
     raw_exclude: PatternSet = discovery.raw_exclude;

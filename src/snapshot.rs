@@ -9,12 +9,16 @@ use crate::discovery::Target;
 use crate::meta::join::Resolved;
 use crate::parse::blkio::DeviceIo;
 use crate::parse::netdev::InterfaceStats;
+use crate::parse::procfs::CpuTopology;
 use crate::parse::psi::Pressure;
 
 /// Block IO of one device, with the device label already resolved (`/dev/sda`, or empty).
 #[derive(Debug, Clone)]
 pub struct DeviceStats {
     pub device: Arc<str>,
+    /// The device's numbers, as labels of `container_blkio_device_usage_total`.
+    pub major: Arc<str>,
+    pub minor: Arc<str>,
     pub io: DeviceIo,
 }
 
@@ -49,6 +53,8 @@ pub struct ContainerStats {
     pub memory_pgmajfault: Option<u64>,
     pub memory_active_file: Option<u64>,
     pub memory_inactive_file: Option<u64>,
+    /// v1 `memory.kmem.usage_in_bytes`; v2 `memory.stat kernel`.
+    pub memory_kernel: Option<u64>,
     // oom / memory.events
     pub oom_kills: Option<u64>,
     pub memory_events_high: Option<u64>,
@@ -59,12 +65,19 @@ pub struct ContainerStats {
     pub processes: Option<u64>,
     pub threads: Option<u64>,
     pub threads_max: Option<u64>,
+    /// Open descriptors of the cgroup's processes, and how many of them are sockets.
+    pub file_descriptors: Option<u64>,
+    pub sockets: Option<u64>,
+    /// Soft `Max open files` of the cgroup's first process (-1: unlimited).
+    pub ulimit_open_files: Option<f64>,
     /// First visible PID, used to find the pod's network namespace.
     pub first_pid: Option<u32>,
     // pressure
     pub cpu_pressure: Option<Pressure>,
     pub memory_pressure: Option<Pressure>,
     pub io_pressure: Option<Pressure>,
+    /// Unix time of the collection, whole seconds (`container_last_seen`).
+    pub last_seen: Option<f64>,
     // network (only on the row that carries the pod's network, and on `/`)
     pub network: Vec<(Arc<str>, InterfaceStats)>,
 }
@@ -77,11 +90,26 @@ pub struct ContainerSample {
     pub stats: ContainerStats,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct MachineStats {
-    pub cpu_cores: Option<u64>,
+    pub cpu: Option<CpuTopology>,
     pub memory_bytes: Option<u64>,
     pub swap_bytes: Option<u64>,
+    pub identity: Arc<HostIdentity>,
+    /// A machine figure could not be read or understood in this collection
+    /// (`machine_scrape_error`).
+    pub failed: bool,
+}
+
+/// The labels of the machine families and of `cadvisor_version_info`; empty where the host does
+/// not tell (no DMI in a VM, no machine ID file mounted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostIdentity {
+    pub boot_id: String,
+    pub machine_id: String,
+    pub system_uuid: String,
+    pub kernel_version: String,
+    pub os_version: String,
 }
 
 /// Per-collector figures of one collection.

@@ -55,9 +55,14 @@ fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vani
         s.devices = devices
             .into_iter()
             .filter(|d| d.read_bytes | d.write_bytes | d.reads | d.writes != 0)
-            .map(|io| DeviceStats {
-                device: ctx.devices.name(io.major, io.minor),
-                io,
+            .map(|io| {
+                let labels = ctx.devices.labels(io.major, io.minor);
+                DeviceStats {
+                    device: labels.name,
+                    major: labels.major,
+                    minor: labels.minor,
+                    io,
+                }
             })
             .collect();
     }

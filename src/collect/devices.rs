@@ -15,9 +15,18 @@ use std::time::{Duration, Instant};
 
 const RELOAD_AFTER: Duration = Duration::from_secs(60);
 
+/// A device's labels: its name and its numbers, rendered once.
+#[derive(Debug, Clone)]
+pub struct DeviceLabels {
+    pub name: Arc<str>,
+    pub major: Arc<str>,
+    pub minor: Arc<str>,
+}
+
 pub struct DeviceNames {
     sys_root: PathBuf,
     names: HashMap<(u32, u32), Arc<str>>,
+    numbers: HashMap<(u32, u32), (Arc<str>, Arc<str>)>,
     loaded_at: Option<Instant>,
 }
 
@@ -26,8 +35,20 @@ impl DeviceNames {
         DeviceNames {
             sys_root,
             names: HashMap::new(),
+            numbers: HashMap::new(),
             loaded_at: None,
         }
+    }
+
+    /// The `device`, `major` and `minor` labels of a device.
+    pub fn labels(&mut self, major: u32, minor: u32) -> DeviceLabels {
+        let name = self.name(major, minor);
+        let (major, minor) = self
+            .numbers
+            .entry((major, minor))
+            .or_insert_with(|| (Arc::from(major.to_string()), Arc::from(minor.to_string())))
+            .clone();
+        DeviceLabels { name, major, minor }
     }
 
     /// The `device` label for a device number: never empty, and unique per device.

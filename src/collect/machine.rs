@@ -1,27 +1,59 @@
-//! Host figures: `machine_cpu_cores`, `machine_memory_bytes`, `machine_swap_bytes`, read at
-//! most every [`super::HOST_REFRESH`].
+//! Host figures: CPUs, cores and sockets, memory and swap, and the host's identity (boot ID,
+//! machine ID, system UUID, kernel and OS version), read at most every [`super::HOST_REFRESH`].
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{fresh, Ctx, HostCache};
 use crate::parse::{procfs, ParseError};
 use crate::reader::ReadError;
-use crate::snapshot::MachineStats;
+use crate::snapshot::{HostIdentity, MachineStats};
 
 /// MemTotal and SwapTotal come from [`host_memory`], which the root's spec shares, so
 /// `/proc/meminfo` is not read twice in a collection.
 pub fn collect(ctx: &mut Ctx) -> MachineStats {
-    let cpu_cores = host_figure(
-        ctx,
-        |h| &mut h.cpu_cores,
-        "cpuinfo",
-        procfs::cpuinfo_processors,
-    );
+    let errors_before = ctx.errors.parse + ctx.errors.io;
+    let cpu = host_figure(ctx, |h| &mut h.cpu, "cpuinfo", procfs::cpu_topology);
     let memory = host_memory(ctx);
+    let identity = match fresh(&ctx.host.identity) {
+        Some(identity) => identity,
+        None => {
+            let identity = Arc::new(host_identity(ctx));
+            ctx.host.identity = Some((Instant::now(), Arc::clone(&identity)));
+            identity
+        }
+    };
     MachineStats {
-        cpu_cores,
+        cpu,
         memory_bytes: memory.map(|(mem, _)| mem),
         swap_bytes: memory.map(|(_, swap)| swap),
+        identity,
+        failed: cpu.is_none()
+            || memory.is_none()
+            || ctx.errors.parse + ctx.errors.io > errors_before,
+    }
+}
+
+/// The host's identity. Each part is optional on some hosts (DMI is root-only and absent in
+/// many VMs; a container sees the host's machine ID only where it is mounted), so a missing
+/// file is an empty label, not an error.
+fn host_identity(ctx: &Ctx) -> HostIdentity {
+    let text = |path: &Path| {
+        std::fs::read(path)
+            .map(|b| String::from_utf8_lossy(crate::parse::trim(&b)).into_owned())
+            .unwrap_or_default()
+    };
+    let os_version = std::fs::read(&ctx.os_release_file)
+        .ok()
+        .and_then(|b| procfs::os_release_pretty_name(&b))
+        .unwrap_or_default();
+    HostIdentity {
+        boot_id: text(&ctx.proc_root.join("sys/kernel/random/boot_id")),
+        machine_id: text(&ctx.machine_id_file),
+        system_uuid: text(&ctx.sys_root.join("class/dmi/id/product_uuid")),
+        kernel_version: text(&ctx.proc_root.join("sys/kernel/osrelease")),
+        os_version,
     }
 }
 
@@ -108,25 +140,67 @@ mod tests {
         write(2, 4096);
         let first = collect(&mut ctx);
         assert_eq!(
-            (first.cpu_cores, first.memory_bytes),
+            (first.cpu.map(|c| c.logical), first.memory_bytes),
             (Some(2), Some(4096 * 1024))
         );
+        assert!(!first.failed);
         // Hotplug within the refresh interval: the kept figures are served.
         write(3, 8192);
         let kept = collect(&mut ctx);
         assert_eq!(
-            (kept.cpu_cores, kept.memory_bytes),
+            (kept.cpu.map(|c| c.logical), kept.memory_bytes),
             (Some(2), Some(4096 * 1024))
         );
         // Once they are older than the interval, the files are read again.
         let long_ago = Instant::now().checked_sub(HOST_REFRESH + Duration::from_secs(1));
         let Some(long_ago) = long_ago else { return };
-        ctx.host.cpu_cores = ctx.host.cpu_cores.map(|(_, v)| (long_ago, v));
+        ctx.host.cpu = ctx.host.cpu.map(|(_, v)| (long_ago, v));
         ctx.host.memory = ctx.host.memory.map(|(_, v)| (long_ago, v));
         let again = collect(&mut ctx);
         assert_eq!(
-            (again.cpu_cores, again.memory_bytes),
+            (again.cpu.map(|c| c.logical), again.memory_bytes),
             (Some(3), Some(8192 * 1024))
         );
+        // A figure that cannot be read is machine_scrape_error.
+        std::fs::remove_file(dir.path().join("meminfo")).expect("rm");
+        ctx.host.memory = None;
+        assert!(collect(&mut ctx).failed);
+    }
+
+    #[test]
+    fn the_hosts_identity_labels_come_from_its_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |rel: &str, body: &str| {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, body).expect("write");
+        };
+        write(
+            "proc/sys/kernel/random/boot_id",
+            "3f08706e-fbd4-4afe-ab2e-cb273a74d98b\n",
+        );
+        write("proc/sys/kernel/osrelease", "6.12.54-linuxkit\n");
+        write("sys/class/dmi/id/product_uuid", "E366BD4B-77B9-D6BE\n");
+        write("etc/machine-id", "e366bd4b77b9d6be2d67552f69964f40\n");
+        write(
+            "etc/os-release",
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+        );
+        let mut ctx = Ctx::new(
+            CgroupMode::V2,
+            dir.path().join("proc"),
+            dir.path().join("sys"),
+            Reader::new(None),
+        );
+        ctx.machine_id_file = dir.path().join("etc/machine-id");
+        ctx.os_release_file = dir.path().join("etc/os-release");
+        let id = host_identity(&ctx);
+        assert_eq!(id.boot_id, "3f08706e-fbd4-4afe-ab2e-cb273a74d98b");
+        assert_eq!(id.machine_id, "e366bd4b77b9d6be2d67552f69964f40");
+        assert_eq!(id.system_uuid, "E366BD4B-77B9-D6BE");
+        assert_eq!(id.kernel_version, "6.12.54-linuxkit");
+        assert_eq!(id.os_version, "Debian GNU/Linux 12 (bookworm)");
+        ctx.machine_id_file = dir.path().join("etc/absent");
+        assert_eq!(host_identity(&ctx).machine_id, "");
     }
 }

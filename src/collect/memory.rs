@@ -29,6 +29,7 @@ fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vani
         s.memory_usage = ctx.parse(t, dir, "memory.usage_in_bytes", single_u64)?;
         s.memory_max_usage = ctx.parse(t, dir, "memory.max_usage_in_bytes", single_u64)?;
         s.memory_failcnt = ctx.parse(t, dir, "memory.failcnt", single_u64)?;
+        s.memory_kernel = ctx.parse(t, dir, "memory.kmem.usage_in_bytes", single_u64)?;
         let hierarchical = ctx.memory_hierarchical;
         let stat = ctx.parse(t, dir, "memory.stat", |b| {
             memory::memory_stat_v1(b, hierarchical)
@@ -44,6 +45,9 @@ fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vani
         s.memory_pgmajfault = st.pgmajfault;
         s.memory_active_file = st.active_file;
         s.memory_inactive_file = st.inactive_file;
+        if st.kernel.is_some() {
+            s.memory_kernel = st.kernel;
+        }
     }
     // Working set = usage - inactive_file, floored at 0 (the kubelet's eviction signal).
     s.memory_working_set = s

@@ -12,6 +12,7 @@
 mod blkio;
 mod cpu;
 mod devices;
+mod files;
 mod machine;
 mod memory;
 mod network;
@@ -57,6 +58,7 @@ pub const REGISTRY: &[CollectorDef] = &[
     oom::DEF,
     blkio::DEF,
     process::DEF,
+    files::DEF,
     pressure::DEF,
 ];
 
@@ -65,6 +67,10 @@ pub struct Ctx {
     pub reader: Reader,
     pub mode: CgroupMode,
     pub proc_root: PathBuf,
+    pub sys_root: PathBuf,
+    /// The host's `/etc/machine-id` and `/etc/os-release` (`[paths]`).
+    pub machine_id_file: PathBuf,
+    pub os_release_file: PathBuf,
     pub devices: DeviceNames,
     /// v1 `memory.use_hierarchy` of the root (1 on every modern system).
     pub memory_hierarchical: bool,
@@ -86,7 +92,9 @@ pub const HOST_REFRESH: Duration = Duration::from_secs(60);
 /// A value and when it was read.
 #[derive(Debug, Default)]
 pub struct HostCache {
-    pub cpu_cores: Option<(Instant, u64)>,
+    pub cpu: Option<(Instant, crate::parse::procfs::CpuTopology)>,
+    /// Boot ID, machine ID, system UUID, kernel and OS version.
+    pub identity: Option<(Instant, std::sync::Arc<crate::snapshot::HostIdentity>)>,
     /// MemTotal and SwapTotal, bytes.
     pub memory: Option<(Instant, (u64, u64))>,
     /// The host's network namespace (`/proc/1/ns/net`; None where it cannot be read, as in
@@ -108,7 +116,10 @@ impl Ctx {
             reader,
             mode,
             proc_root,
-            devices: DeviceNames::new(sys_root),
+            devices: DeviceNames::new(sys_root.clone()),
+            sys_root,
+            machine_id_file: PathBuf::from("/etc/machine-id"),
+            os_release_file: PathBuf::from("/etc/os-release"),
             memory_hierarchical: true,
             errors: ErrorCounts::default(),
             collector_failed: false,
@@ -223,6 +234,10 @@ impl Engine {
             config.paths.sys_root.clone(),
             Reader::new(budget),
         );
+        ctx.machine_id_file
+            .clone_from(&config.paths.machine_id_file);
+        ctx.os_release_file
+            .clone_from(&config.paths.os_release_file);
         if let Some(memory) = &layout.memory {
             ctx.memory_hierarchical = std::fs::read(memory.join("memory.use_hierarchy"))
                 .map(|b| crate::parse::trim(&b) != b"0")
@@ -263,6 +278,11 @@ impl Engine {
             })
             .collect();
         snapshot.containers.reserve(targets.len());
+        // cAdvisor's `container_last_seen`: when the container was last read, in whole seconds.
+        let last_seen = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as f64)
+            .ok();
         'targets: for target in targets {
             let (labels, fresh) = resolve_cached(&target, index, &self.join);
             if fresh {
@@ -275,7 +295,10 @@ impl Engine {
                 snapshot.filtered += 1;
                 continue;
             }
-            let mut stats = ContainerStats::default();
+            let mut stats = ContainerStats {
+                last_seen,
+                ..ContainerStats::default()
+            };
             // One clock read per collector boundary, not two: the clock is a measurable share
             // of a collection that otherwise only reads kept descriptors.
             let mut t0 = Instant::now();

@@ -6,7 +6,7 @@
 //! `/metrics/cadvisor`, so existing dashboards and recording rules work unchanged.
 
 use super::encode::{Encoder, MetricType};
-use crate::snapshot::{ContainerSample, ContainerStats};
+use crate::snapshot::{ContainerSample, ContainerStats, MachineStats};
 
 use MetricType::{Counter, Gauge};
 
@@ -58,7 +58,8 @@ pub type FamilyMask = [bool];
 pub fn family_mask(drop: &[String]) -> Result<Vec<bool>, String> {
     for name in drop {
         let known = CONTAINER_FAMILIES.iter().any(|f| f.name == name)
-            || MACHINE_FAMILIES.iter().any(|f| f.0 == name);
+            || MACHINE_FAMILIES.iter().any(|f| f.name == name)
+            || VERSION_INFO.0 == name;
         if !known {
             return Err(format!("drop_metrics: unknown metric family {name:?}"));
         }
@@ -132,8 +133,37 @@ fn usec(v: Option<u64>) -> Option<f64> {
     v.map(|v| v as f64 / 1e6)
 }
 
+/// `container_blkio_device_usage_total`: bytes per device and operation (v1: every row of
+/// `io_service_bytes`; v2: read and write).
+fn device_usage(sample: &ContainerSample, o: &mut Out) {
+    for d in &sample.stats.devices {
+        let io = &d.io;
+        let ops = [
+            ("Read", Some(io.read_bytes)),
+            ("Write", Some(io.write_bytes)),
+            ("Sync", io.sync_bytes),
+            ("Async", io.async_bytes),
+            ("Discard", io.discard_bytes),
+            ("Total", io.total_bytes),
+        ];
+        for (operation, value) in ops {
+            let labels = [
+                ("device", &*d.device),
+                ("major", &*d.major),
+                ("minor", &*d.minor),
+                ("operation", operation),
+            ];
+            o.with(&labels, value.map(|v| v as f64));
+        }
+    }
+}
+
 /// Every container family, sorted by name.
 pub const CONTAINER_FAMILIES: &[Family] = &[
+    Family { name: "container_blkio_device_usage_total", kind: Counter, group: "diskio", labels: "device, major, minor, operation",
+        help: "Bytes transferred per block device and operation.",
+        source: "v1 blkio.throttle.io_service_bytes_recursive (Read, Write, Sync, Async, Discard, Total); v2 io.stat rbytes, wbytes (Read, Write)",
+        emit: device_usage },
     Family { name: "container_cpu_cfs_periods_total", kind: Counter, group: "cpu", labels: "",
         help: "Number of elapsed CFS enforcement periods (only under a CPU quota).",
         source: "v1 cpu.stat nr_periods; v2 cpu.stat nr_periods",
@@ -158,6 +188,10 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
         help: "CPU time spent in user mode, in seconds.",
         source: "v1 cpuacct.stat user (USER_HZ ticks); v2 cpu.stat user_usec",
         emit: |x, o| o.f(s(x).cpu_user_seconds) },
+    Family { name: "container_file_descriptors", kind: Gauge, group: "process_files", labels: "",
+        help: "Open file descriptors of the cgroup's processes.",
+        source: "entries of /proc/<pid>/fd over cgroup.procs",
+        emit: |x, o| o.u(s(x).file_descriptors) },
     Family { name: "container_fs_reads_bytes_total", kind: Counter, group: "diskio", labels: "device",
         help: "Bytes read from block devices.",
         source: "v1 blkio.throttle.io_service_bytes_recursive Read; v2 io.stat rbytes",
@@ -174,6 +208,10 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
         help: "Write operations completed on block devices.",
         source: "v1 blkio.throttle.io_serviced_recursive Write; v2 io.stat wios",
         emit: |x, o| per_device(x, o, |d| d.writes) },
+    Family { name: "container_last_seen", kind: Gauge, group: "spec", labels: "",
+        help: "Last time the container was seen by podstat, in seconds since the Unix epoch (the collection's time).",
+        source: "the collection's wall-clock time, whole seconds",
+        emit: |x, o| o.f(s(x).last_seen) },
     Family { name: "container_memory_cache", kind: Gauge, group: "memory", labels: "",
         help: "Page cache memory, in bytes.",
         source: "v1 memory.stat total_cache; v2 memory.stat file",
@@ -201,6 +239,10 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
             o.with_rendered(r#"failure_type="pgmajfault",scope="container""#, major);
             o.with_rendered(r#"failure_type="pgmajfault",scope="hierarchy""#, major);
         } },
+    Family { name: "container_memory_kernel_usage", kind: Gauge, group: "memory", labels: "",
+        help: "Kernel memory charged to the cgroup, in bytes.",
+        source: "v1 memory.kmem.usage_in_bytes; v2 memory.stat kernel (Linux 5.18+; cAdvisor reports 0 on v2)",
+        emit: |x, o| o.u(s(x).memory_kernel) },
     Family { name: "container_memory_mapped_file", kind: Gauge, group: "memory", labels: "",
         help: "Memory-mapped file pages, in bytes.",
         source: "v1 memory.stat total_mapped_file; v2 memory.stat file_mapped",
@@ -297,6 +339,10 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
         help: "Processes in the cgroup itself (not its children).",
         source: "cgroup.procs line count",
         emit: |x, o| o.u(s(x).processes) },
+    Family { name: "container_sockets", kind: Gauge, group: "process_files", labels: "",
+        help: "Open sockets of the cgroup's processes.",
+        source: "entries of /proc/<pid>/fd linking to socket:[...] over cgroup.procs",
+        emit: |x, o| o.u(s(x).sockets) },
     Family { name: "container_spec_cpu_period", kind: Gauge, group: "spec", labels: "",
         help: "CFS period of the CPU limit, in microseconds.",
         source: "v1 cpu.cfs_period_us; v2 cpu.max period",
@@ -333,22 +379,50 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
         help: "Task limit of the cgroup (0 when unlimited).",
         source: "pids.max",
         emit: |x, o| o.u(s(x).threads_max) },
+    Family { name: "container_ulimits_soft", kind: Gauge, group: "process_files", labels: "ulimit",
+        help: "Soft ulimit of the cgroup's first process (ulimit=\"max_open_files\"; -1: unlimited).",
+        source: "/proc/<pid>/limits Max open files",
+        emit: |x, o| o.with_rendered(r#"ulimit="max_open_files""#, s(x).ulimit_open_files) },
 ];
 
-/// Host-level families (no container labels).
-pub const MACHINE_FAMILIES: &[(&str, MetricType, &str)] = &[
-    ("machine_cpu_cores", Gauge, "Logical CPUs of the machine."),
-    (
-        "machine_memory_bytes",
-        Gauge,
-        "Memory of the machine, in bytes (MemTotal).",
-    ),
-    (
-        "machine_swap_bytes",
-        Gauge,
-        "Swap of the machine, in bytes (SwapTotal).",
-    ),
+/// A host-level family: no container labels; the host's `boot_id`, `machine_id` and
+/// `system_uuid` on each sample, as the kubelet's cAdvisor writes them.
+pub struct MachineFamily {
+    pub name: &'static str,
+    pub kind: MetricType,
+    pub help: &'static str,
+    pub value: fn(&MachineStats) -> Option<f64>,
+}
+
+/// Host-level families, sorted by name.
+pub const MACHINE_FAMILIES: &[MachineFamily] = &[
+    MachineFamily { name: "machine_cpu_cores", kind: Gauge,
+        help: "Logical CPUs of the machine (/proc/cpuinfo processor lines).",
+        value: |m| m.cpu.map(|c| c.logical as f64) },
+    MachineFamily { name: "machine_cpu_physical_cores", kind: Gauge,
+        help: "Physical cores of the machine (distinct physical id and core id in /proc/cpuinfo; one per CPU where it has none).",
+        value: |m| m.cpu.map(|c| c.cores as f64) },
+    MachineFamily { name: "machine_cpu_sockets", kind: Gauge,
+        help: "CPU sockets of the machine (distinct physical id in /proc/cpuinfo; 1 where it has none).",
+        value: |m| m.cpu.map(|c| c.sockets as f64) },
+    MachineFamily { name: "machine_memory_bytes", kind: Gauge,
+        help: "Memory of the machine, in bytes (MemTotal).",
+        value: |m| m.memory_bytes.map(|v| v as f64) },
+    MachineFamily { name: "machine_scrape_error", kind: Gauge,
+        help: "1 if a machine figure could not be read in this collection, else 0.",
+        value: |m| Some(if m.failed { 1.0 } else { 0.0 }) },
+    MachineFamily { name: "machine_swap_bytes", kind: Gauge,
+        help: "Swap of the machine, in bytes (SwapTotal).",
+        value: |m| m.swap_bytes.map(|v| v as f64) },
 ];
+
+/// cAdvisor's version family, with the kubelet's labels: the host's kernel (`osrelease`) and OS
+/// (`os-release` PRETTY_NAME); the cAdvisor and Docker fields empty, as the kubelet leaves them
+/// on containerd nodes.
+pub const VERSION_INFO: (&str, &str) = (
+    "cadvisor_version_info",
+    "Always 1; kernelVersion and osVersion tell the host's kernel and OS (cAdvisor compatible).",
+);
 
 /// Where a streamed encoding stopped: the family and the sample to continue from.
 #[derive(Debug, Default, Clone, Copy)]
@@ -489,12 +563,18 @@ pub fn markdown_table() -> String {
             f.source
         ));
     }
-    for (name, kind, help) in MACHINE_FAMILIES {
+    for f in MACHINE_FAMILIES {
         out.push_str(&format!(
-            "| `{name}` | {} | – (no container labels) | machine | {help} |\n",
-            kind.as_str()
+            "| `{}` | {} | boot_id, machine_id, system_uuid (no container labels) | machine | {} |\n",
+            f.name,
+            f.kind.as_str(),
+            f.help
         ));
     }
+    out.push_str(&format!(
+        "| `{}` | gauge | cadvisorRevision, cadvisorVersion, dockerVersion, kernelVersion, osVersion | machine | {} |\n",
+        VERSION_INFO.0, VERSION_INFO.1
+    ));
     for (name, kind, _, help) in super::selfmetrics::SELF_FAMILIES {
         out.push_str(&format!(
             "| `{name}` | {} | see help | self | {help} |\n",

@@ -3,7 +3,7 @@
 //! few dozen lines, and one writer keeps the body in one format with one set of escaping rules.
 
 use super::encode::{Encoder, MetricType};
-use super::names::MACHINE_FAMILIES;
+use super::names::{MACHINE_FAMILIES, VERSION_INFO};
 use crate::discovery::CgroupKind;
 use crate::meta::MetaHealth;
 use crate::snapshot::{ErrorCounts, Snapshot};
@@ -79,19 +79,41 @@ impl Totals {
 }
 
 pub fn encode_machine(enc: &mut Encoder, snapshot: &Snapshot, drop: &[String]) {
+    // `[collectors] machine = false`: none of them.
+    if !snapshot.collectors.iter().any(|run| run.name == "machine") {
+        return;
+    }
     let m = &snapshot.machine;
-    for ((name, kind, help), value) in
-        MACHINE_FAMILIES
-            .iter()
-            .zip([m.cpu_cores, m.memory_bytes, m.swap_bytes])
-    {
-        if drop.iter().any(|d| d == name) {
+    let id = &m.identity;
+    let labels = [
+        ("boot_id", id.boot_id.as_str()),
+        ("machine_id", id.machine_id.as_str()),
+        ("system_uuid", id.system_uuid.as_str()),
+    ];
+    for family in MACHINE_FAMILIES {
+        if drop.iter().any(|d| d == family.name) {
             continue;
         }
-        if let Some(v) = value {
-            enc.header(name, help, *kind);
-            enc.sample(name, "", &[], v as f64);
+        if let Some(v) = (family.value)(m) {
+            enc.header(family.name, family.help, family.kind);
+            enc.sample(family.name, "", &labels, v);
         }
+    }
+    let (name, help) = VERSION_INFO;
+    if !drop.iter().any(|d| d == name) {
+        enc.header(name, help, Gauge);
+        enc.sample(
+            name,
+            "",
+            &[
+                ("cadvisorRevision", ""),
+                ("cadvisorVersion", ""),
+                ("dockerVersion", ""),
+                ("kernelVersion", id.kernel_version.as_str()),
+                ("osVersion", id.os_version.as_str()),
+            ],
+            1.0,
+        );
     }
 }
 

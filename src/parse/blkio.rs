@@ -11,6 +11,12 @@ pub struct DeviceIo {
     pub write_bytes: u64,
     pub reads: u64,
     pub writes: u64,
+    /// v1 only: the other rows of `io_service_bytes` (`Discard` since Linux 4.19), which
+    /// cAdvisor reports in `container_blkio_device_usage_total`.
+    pub sync_bytes: Option<u64>,
+    pub async_bytes: Option<u64>,
+    pub discard_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
 }
 
 /// Which v1 file is being merged: they share one format but count different things.
@@ -47,7 +53,8 @@ fn major_minor(token: &[u8]) -> Option<(u32, u32)> {
 }
 
 /// Merges a v1 blkio file (`8:0 Read 4096` lines, a closing `Total N`) into `out`.
-/// Only `Read` and `Write` are kept, as cAdvisor's fs metrics do.
+/// Operations are kept as cAdvisor keeps them: `Read` and `Write` of both files, and the other
+/// byte rows for `container_blkio_device_usage_total`.
 pub fn blkio_v1(bytes: &[u8], kind: BlkioKind, out: &mut Vec<DeviceIo>) -> Result<(), ParseError> {
     for (index, line) in super::lines(bytes).enumerate() {
         let mut fields = line
@@ -69,6 +76,10 @@ pub fn blkio_v1(bytes: &[u8], kind: BlkioKind, out: &mut Vec<DeviceIo>) -> Resul
         match (kind, op) {
             (BlkioKind::Bytes, b"Read") => slot.read_bytes = value,
             (BlkioKind::Bytes, b"Write") => slot.write_bytes = value,
+            (BlkioKind::Bytes, b"Sync") => slot.sync_bytes = Some(value),
+            (BlkioKind::Bytes, b"Async") => slot.async_bytes = Some(value),
+            (BlkioKind::Bytes, b"Discard") => slot.discard_bytes = Some(value),
+            (BlkioKind::Bytes, b"Total") => slot.total_bytes = Some(value),
             (BlkioKind::Ops, b"Read") => slot.reads = value,
             (BlkioKind::Ops, b"Write") => slot.writes = value,
             _ => {}
@@ -134,7 +145,7 @@ mod tests {
     fn v1_merges_bytes_and_ops() {
         let mut out = Vec::new();
         blkio_v1(
-            b"8:0 Read 4096\n8:0 Write 8192\n8:0 Total 12288\nTotal 12288\n",
+            b"8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 8192\n8:0 Async 4096\n8:0 Total 12288\nTotal 12288\n",
             BlkioKind::Bytes,
             &mut out,
         )
@@ -153,7 +164,11 @@ mod tests {
                 read_bytes: 4096,
                 write_bytes: 8192,
                 reads: 1,
-                writes: 2
+                writes: 2,
+                sync_bytes: Some(8192),
+                async_bytes: Some(4096),
+                discard_bytes: None,
+                total_bytes: Some(12288),
             }]
         );
     }

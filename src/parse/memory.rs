@@ -15,6 +15,8 @@ pub struct MemoryStat {
     pub pgmajfault: Option<u64>,
     /// v2 only: `anon + file` is the root cgroup's usage (the root has no `memory.current`).
     pub anon_plus_file: Option<u64>,
+    /// v2 only (Linux 5.18+): `kernel`, all kernel memory charged to the cgroup.
+    pub kernel: Option<u64>,
 }
 
 /// v2 `memory.stat` (always hierarchical).
@@ -28,6 +30,7 @@ pub fn memory_stat_v2(bytes: &[u8]) -> Result<MemoryStat, ParseError> {
         b"inactive_file" => s.inactive_file = Some(v),
         b"pgfault" => s.pgfault = Some(v),
         b"pgmajfault" => s.pgmajfault = Some(v),
+        b"kernel" => s.kernel = Some(v),
         _ => {}
     })?;
     if let (Some(a), Some(f)) = (s.rss, s.cache) {
@@ -77,6 +80,7 @@ pub fn memory_stat_v1(bytes: &[u8], hierarchical: bool) -> Result<MemoryStat, Pa
         pgfault: v[6],
         pgmajfault: v[7],
         anon_plus_file: None,
+        kernel: None,
     })
 }
 

@@ -38,6 +38,7 @@ pub fn normalise(body: &str) -> String {
                 || l.starts_with("podstat_collector_duration_seconds{")
                 || l.starts_with("podstat_metadata_age_seconds ")
                 || l.starts_with("podstat_metadata_last_success_timestamp_seconds ")
+                || l.starts_with("container_last_seen{")
             {
                 match l.rsplit_once(' ') {
                     Some((head, _)) => format!("{head} 0"),
@@ -72,10 +73,13 @@ fn pinned_tree(cgroup_fixture: &str) -> (tempfile::TempDir, std::path::PathBuf) 
 /// with `settings` besides the paths.
 fn agent_over(cg: &std::path::Path, settings: &str) -> podstat::agent::Agent {
     let toml = format!(
-        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n{settings}",
+        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n\
+         machine_id_file = {:?}\nos_release_file = {:?}\n{settings}",
         cg,
         fixtures().join("proc-node"),
-        fixtures().join("sys-node")
+        fixtures().join("sys-node"),
+        fixtures().join("etc-node/machine-id"),
+        fixtures().join("etc-node/os-release"),
     );
     let config = podstat::config::parse(&toml, "test").expect("config");
     podstat::agent::Agent::new(&config).expect("agent")

@@ -50,6 +50,7 @@ fn node(cert: &TestCert) -> Node {
 fn config(node: &Node, url: &str, extra: &str) -> Config {
     let toml = format!(
         "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n\
+         machine_id_file = {:?}\nos_release_file = {:?}\n\
          [server]\nmin_collect_interval_ms = 0\n\
          [reader]\nmax_open_files = 64\n\
          [kubernetes]\nsource = \"kubelet\"\nkubelet_url = {url:?}\ntoken_file = {:?}\nca_file = {:?}\n\
@@ -57,6 +58,8 @@ fn config(node: &Node, url: &str, extra: &str) -> Config {
         node.cgroup,
         fixtures().join("proc-node"),
         fixtures().join("sys-node"),
+        fixtures().join("etc-node/machine-id"),
+        fixtures().join("etc-node/os-release"),
         node.token,
         node.ca,
     );

@@ -162,5 +162,9 @@ fn mountinfo_modes() {
 fn meminfo_and_cpuinfo() {
     let (mem, _swap) = procfs::meminfo_totals(&read("proc-node/meminfo")).expect("meminfo");
     assert!(mem > 1 << 30);
-    assert!(procfs::cpuinfo_processors(&read("proc-node/cpuinfo")).expect("cpuinfo") >= 1);
+    let cpus = procfs::cpu_topology(&read("proc-node/cpuinfo")).expect("cpuinfo");
+    assert!(
+        cpus.logical >= 1 && cpus.cores >= 1 && cpus.sockets >= 1,
+        "{cpus:?}"
+    );
 }

@@ -23,7 +23,8 @@ proptest! {
         let _ = netdev::net_dev(&bytes, |_, _| {});
         let _ = blkio::io_stat(&bytes, &mut Vec::new());
         let _ = blkio::blkio_v1(&bytes, blkio::BlkioKind::Bytes, &mut Vec::new());
-        let _ = procfs::cpuinfo_processors(&bytes);
+        let _ = procfs::cpu_topology(&bytes);
+        let _ = procfs::os_release_pretty_name(&bytes);
         let _ = procfs::meminfo_totals(&bytes);
         let _ = procfs::cgroup_mounts(&bytes);
     }

@@ -243,6 +243,11 @@ fn real_cgroups_agree_with_the_kernel() {
         "start time {started}, now {now}"
     );
     assert_eq!(started.fract(), 0.0, "whole seconds, as the kubelet prints");
+    let seen = sample_value(&body2, "container_last_seen", &[&id(BUSY_ID)]).expect("last seen");
+    assert!(
+        (now - 5.0..=now + 1.0).contains(&seen) && seen.fract() == 0.0,
+        "last seen {seen}, now {now}"
+    );
     assert!(sample_value(&body2, "container_threads", &[&id(MEM_ID)]).is_some_and(|t| t >= 1.0));
 
     // The pod's network comes from the sandbox's namespace, once, on the pod row (the sandbox

@@ -167,10 +167,98 @@ fn files_longer_than_a_read_are_counted_whole() {
         sandbox.pid(),
     );
 
+    // One more process in the crowd, holding seven sockets.
+    let holder = ChildGuard(
+        in_netns(&ns.name)
+            .args([
+                "python3",
+                "-c",
+                "import socket,time\ns=[socket.socket() for _ in range(7)]\ntime.sleep(600)",
+            ])
+            .spawn()
+            .expect("socket holder"),
+    );
+    move_into(&hierarchies, &format!("{pod_rel}/{crowd_id}"), holder.pid());
+    let crowd_id_label = format!("id=\"/{pod_rel}/{crowd_id}\"");
+    // The kernel's count, read here independently of podstat: fd entries and socket links.
+    let kernel_files = || {
+        let procs = std::fs::read_to_string(
+            hierarchies[0]
+                .join(&pod_rel)
+                .join(&crowd_id)
+                .join("cgroup.procs"),
+        )
+        .expect("cgroup.procs");
+        let (mut fds, mut sockets) = (0, 0);
+        for pid in procs.lines() {
+            for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .expect("fd dir")
+                .flatten()
+            {
+                fds += 1;
+                if std::fs::read_link(entry.path())
+                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:["))
+                {
+                    sockets += 1;
+                }
+            }
+        }
+        (fds as f64, sockets as f64)
+    };
+    crate::support::wait_for(Duration::from_secs(10), || {
+        (kernel_files().1 >= 7.0).then_some(())
+    })
+    .expect("the holder opened its sockets");
+
     let agent = agent();
     for round in 0..2 {
         // Twice: the first read opens the files, the second goes through kept descriptors.
         let body = scrape(&agent);
+        let (fds, sockets) = kernel_files();
+        assert_eq!(
+            sample_value(&body, "container_file_descriptors", &[&crowd_id_label]),
+            Some(fds),
+            "round {round}: descriptors of 1,001 processes"
+        );
+        assert_eq!(
+            sample_value(&body, "container_sockets", &[&crowd_id_label]),
+            Some(sockets),
+            "round {round}: sockets"
+        );
+        assert!(sockets >= 7.0, "{sockets}");
+        let first = std::fs::read_to_string(
+            hierarchies[0]
+                .join(&pod_rel)
+                .join(&crowd_id)
+                .join("cgroup.procs"),
+        )
+        .expect("cgroup.procs")
+        .lines()
+        .next()
+        .map(str::to_owned)
+        .expect("a process");
+        let limits = std::fs::read_to_string(format!("/proc/{first}/limits")).expect("limits");
+        let soft = limits
+            .lines()
+            .find_map(|l| l.strip_prefix("Max open files"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|v| {
+                if v == "unlimited" {
+                    -1.0
+                } else {
+                    v.parse::<f64>().expect("number")
+                }
+            })
+            .expect("Max open files");
+        assert_eq!(
+            sample_value(
+                &body,
+                "container_ulimits_soft",
+                &[&crowd_id_label, "max_open_files"]
+            ),
+            Some(soft),
+            "round {round}: soft NOFILE of the first process"
+        );
         let procs_file = hierarchies[0]
             .join(&pod_rel)
             .join(&crowd_id)
@@ -179,14 +267,14 @@ fn files_longer_than_a_read_are_counted_whole() {
             .expect("cgroup.procs")
             .lines()
             .count();
-        assert_eq!(kernel, CROWD, "the kernel lists every process");
+        assert_eq!(kernel, CROWD + 1, "the kernel lists every process");
         assert_eq!(
             sample_value(
                 &body,
                 "container_processes",
                 &[&format!("id=\"/{pod_rel}/{crowd_id}\"")]
             ),
-            Some(CROWD as f64),
+            Some((CROWD + 1) as f64),
             "round {round}: every process of the crowd counted"
         );
         let mut seen = interfaces(
@@ -200,6 +288,7 @@ fn files_longer_than_a_read_are_counted_whole() {
         assert_eq!(seen, want, "round {round}: every interface of the pod");
     }
     drop(crowd);
+    drop(holder);
     drop(sandbox);
     drop((ns, peer));
     drop(cgroups);

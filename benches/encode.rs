@@ -83,6 +83,7 @@ fn samples(n: usize, random_ids: bool) -> Vec<ContainerSample> {
                 resolved: Default::default(),
                 refresh_requested: Default::default(),
                 probe: Default::default(),
+                load: Default::default(),
             });
             let p = Some(Pressure { some_total_usec: Some(1234), full_total_usec: Some(56) });
             let stats = ContainerStats {

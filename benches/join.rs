@@ -95,6 +95,7 @@ fn targets() -> Vec<Arc<Target>> {
                 resolved: Default::default(),
                 refresh_requested: Default::default(),
                 probe: Default::default(),
+                load: Default::default(),
             })
         })
         .take(1000)

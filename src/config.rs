@@ -224,6 +224,8 @@ pub struct PathsConfig {
     pub machine_id_file: PathBuf,
     #[serde(default = "defaults::os_release_file")]
     pub os_release_file: PathBuf,
+    #[serde(default = "defaults::rootfs")]
+    pub rootfs: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -334,6 +336,10 @@ pub struct CollectorsConfig {
     pub machine: bool,
     #[serde(default = "defaults::process_files")]
     pub process_files: bool,
+    #[serde(default = "defaults::filesystem")]
+    pub filesystem: bool,
+    #[serde(default = "defaults::tasks")]
+    pub tasks: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -553,6 +559,7 @@ defaults! {
     sys_root: PathBuf = paths.sys_root;
     machine_id_file: PathBuf = paths.machine_id_file;
     os_release_file: PathBuf = paths.os_release_file;
+    rootfs: PathBuf = paths.rootfs;
     format: LogFormat = log.format;
     level: LogLevel = log.level;
     cpu: bool = collectors.cpu;
@@ -564,6 +571,8 @@ defaults! {
     pressure: bool = collectors.pressure;
     machine: bool = collectors.machine;
     process_files: bool = collectors.process_files;
+    filesystem: bool = collectors.filesystem;
+    tasks: bool = collectors.tasks;
     max_depth: usize = discovery.max_depth;
     raw_include: RawInclude = discovery.raw_include;
     raw_exclude: PatternSet = discovery.raw_exclude;

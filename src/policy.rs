@@ -162,6 +162,7 @@ mod tests {
                 resolved: Default::default(),
                 refresh_requested: Default::default(),
                 probe: Default::default(),
+                load: Default::default(),
             }),
             labels: Arc::new(Resolved {
                 generation: 0,

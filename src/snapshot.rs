@@ -70,6 +70,9 @@ pub struct ContainerStats {
     pub sockets: Option<u64>,
     /// Soft `Max open files` of the cgroup's first process (-1: unlimited).
     pub ulimit_open_files: Option<f64>,
+    /// Threads by state, and the load averages in milli-tasks (running, uninterruptible).
+    pub tasks: Option<TaskStates>,
+    pub load_average: Option<(f64, f64)>,
     /// First visible PID, used to find the pod's network namespace.
     pub first_pid: Option<u32>,
     // pressure
@@ -78,8 +81,28 @@ pub struct ContainerStats {
     pub io_pressure: Option<Pressure>,
     /// Unix time of the collection, whole seconds (`container_last_seen`).
     pub last_seen: Option<f64>,
+    /// The host's filesystems (root row only).
+    pub filesystems: Vec<FsStats>,
     // network (only on the row that carries the pod's network, and on `/`)
     pub network: Vec<(Arc<str>, InterfaceStats)>,
+}
+
+/// One filesystem of the host, with its `device` label: `statvfs` figures (None until the first
+/// background refresh, or where it cannot be inspected) and its block device's diskstats.
+#[derive(Debug, Clone)]
+pub struct FsStats {
+    pub device: Arc<str>,
+    pub usage: Option<crate::collect::FsUsage>,
+    pub disk: Option<procfs_core::DiskStat>,
+}
+
+/// Threads of a cgroup by the state letter of `/proc/<tid>/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskStates {
+    pub running: u64,
+    pub sleeping: u64,
+    pub uninterruptible: u64,
+    pub stopped: u64,
 }
 
 #[derive(Debug, Clone)]

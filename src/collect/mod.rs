@@ -13,6 +13,7 @@ mod blkio;
 mod cpu;
 mod devices;
 mod files;
+mod filesystem;
 mod machine;
 mod memory;
 mod network;
@@ -20,6 +21,7 @@ mod oom;
 mod pressure;
 mod process;
 mod spec;
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,7 +36,9 @@ use crate::reader::{FdBudget, ReadError, Reader};
 use crate::snapshot::{CollectorRun, ContainerSample, ContainerStats, ErrorCounts, Snapshot};
 
 pub use devices::DeviceNames;
+pub use filesystem::FsUsage;
 pub use network::PidProbe;
+pub use tasks::LoadAverage;
 
 /// The container disappeared while being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +63,7 @@ pub const REGISTRY: &[CollectorDef] = &[
     blkio::DEF,
     process::DEF,
     files::DEF,
+    tasks::DEF,
     pressure::DEF,
 ];
 
@@ -81,6 +86,8 @@ pub struct Ctx {
     last_absent: bool,
     /// Host figures, read at most every [`HOST_REFRESH`].
     pub host: HostCache,
+    /// The host's filesystems and their usage figures.
+    pub fs: filesystem::FsCache,
 }
 
 /// How long host figures (`machine_cpu_cores`, MemTotal and SwapTotal) are kept. They change
@@ -126,6 +133,7 @@ impl Ctx {
             collector: "",
             last_absent: false,
             host: HostCache::default(),
+            fs: filesystem::FsCache::default(),
         }
     }
 
@@ -214,6 +222,8 @@ pub struct Engine {
     pub ctx: Ctx,
     collectors: CollectorsConfig,
     join: JoinPolicy,
+    /// Where the host's `/` is visible, for filesystem usage.
+    rootfs: PathBuf,
 }
 
 impl Engine {
@@ -247,6 +257,7 @@ impl Engine {
             discovery: Discovery::new(layout, config.discovery.clone()),
             ctx,
             collectors: config.collectors,
+            rootfs: config.paths.rootfs.clone(),
             join: JoinPolicy::new(&config.kubernetes, config.limits.max_label_value_length),
         })
     }
@@ -332,6 +343,17 @@ impl Engine {
             );
             runs.push(CollectorRun {
                 name: "network",
+                duration: t0.elapsed(),
+                success: !self.ctx.collector_failed,
+            });
+        }
+        if self.collectors.filesystem {
+            let t0 = Instant::now();
+            self.ctx.collector = "filesystem";
+            self.ctx.collector_failed = false;
+            filesystem::collect(&mut self.ctx, &mut snapshot.containers, &self.rootfs);
+            runs.push(CollectorRun {
+                name: "filesystem",
                 duration: t0.elapsed(),
                 success: !self.ctx.collector_failed,
             });

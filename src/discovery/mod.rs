@@ -98,6 +98,8 @@ pub struct Target {
     pub refresh_requested: AtomicBool,
     /// Its first process, as the network collector last probed it.
     pub probe: Mutex<Option<crate::collect::PidProbe>>,
+    /// The smoothed task counts of the load averages, and when they were last updated.
+    pub load: Mutex<Option<crate::collect::LoadAverage>>,
 }
 
 impl Target {
@@ -142,6 +144,7 @@ impl Target {
             resolved: Mutex::new(None),
             refresh_requested: AtomicBool::new(false),
             probe: Mutex::new(None),
+            load: Mutex::new(None),
         }
     }
 

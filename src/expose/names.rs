@@ -6,7 +6,7 @@
 //! `/metrics/cadvisor`, so existing dashboards and recording rules work unchanged.
 
 use super::encode::{Encoder, MetricType};
-use crate::snapshot::{ContainerSample, ContainerStats, MachineStats};
+use crate::snapshot::{ContainerSample, ContainerStats, FsStats, MachineStats};
 
 use MetricType::{Counter, Gauge};
 
@@ -129,6 +129,39 @@ fn per_interface(
     }
 }
 
+/// One series per host filesystem (root row only).
+fn per_fs(sample: &ContainerSample, o: &mut Out, pick: fn(&FsStats) -> Option<f64>) {
+    for f in &sample.stats.filesystems {
+        o.with(&[("device", &f.device)], pick(f));
+    }
+}
+
+/// The root's diskstats operations per filesystem, for the two families the block IO collector
+/// also writes: a filesystem on a whole disk has the disk's name, which must not be written
+/// twice under one label set.
+fn per_fs_unless_device(
+    sample: &ContainerSample,
+    o: &mut Out,
+    pick: fn(&procfs_core::DiskStat) -> u64,
+) {
+    let st = &sample.stats;
+    for f in &st.filesystems {
+        if st.devices.iter().any(|d| d.device == f.device) {
+            continue;
+        }
+        o.with(
+            &[("device", &f.device)],
+            f.disk.as_ref().map(|d| pick(d) as f64),
+        );
+    }
+}
+
+/// diskstats milliseconds in seconds. (cAdvisor divides them by 1e9, so its figures are a
+/// millionth of these: google/cadvisor#1642.)
+fn ms(v: u64) -> f64 {
+    v as f64 / 1e3
+}
+
 fn usec(v: Option<u64>) -> Option<f64> {
     v.map(|v| v as f64 / 1e6)
 }
@@ -176,6 +209,14 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
         help: "Total time the cgroup was throttled, in seconds (only under a CPU quota).",
         source: "v1 cpu.stat throttled_time (ns); v2 cpu.stat throttled_usec",
         emit: |x, o| { let st = s(x); o.f(with_quota(st, st.cfs_throttled_seconds)) } },
+    Family { name: "container_cpu_load_average_10s", kind: Gauge, group: "tasks", labels: "",
+        help: "Running threads, averaged over a 10 s time constant, in milli-tasks.",
+        source: "state R in /proc/<tid>/stat over tasks / cgroup.threads, smoothed across collections",
+        emit: |x, o| o.f(s(x).load_average.map(|l| l.0)) },
+    Family { name: "container_cpu_load_d_average_10s", kind: Gauge, group: "tasks", labels: "",
+        help: "Uninterruptible threads, averaged over a 10 s time constant, in milli-tasks.",
+        source: "state D in /proc/<tid>/stat, smoothed across collections",
+        emit: |x, o| o.f(s(x).load_average.map(|l| l.1)) },
     Family { name: "container_cpu_system_seconds_total", kind: Counter, group: "cpu", labels: "",
         help: "CPU time spent in kernel mode, in seconds.",
         source: "v1 cpuacct.stat system (USER_HZ ticks); v2 cpu.stat system_usec",
@@ -192,22 +233,74 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
         help: "Open file descriptors of the cgroup's processes.",
         source: "entries of /proc/<pid>/fd over cgroup.procs",
         emit: |x, o| o.u(s(x).file_descriptors) },
+    Family { name: "container_fs_inodes_free", kind: Gauge, group: "filesystem", labels: "device",
+        help: "Free inodes of the filesystem (root row: the host's filesystems).",
+        source: "statvfs f_ffree of each mounted filesystem",
+        emit: |x, o| per_fs(x, o, |f| f.usage.map(|u| u.inodes_free as f64)) },
+    Family { name: "container_fs_inodes_total", kind: Gauge, group: "filesystem", labels: "device",
+        help: "Inodes of the filesystem.",
+        source: "statvfs f_files",
+        emit: |x, o| per_fs(x, o, |f| f.usage.map(|u| u.inodes as f64)) },
+    Family { name: "container_fs_io_current", kind: Gauge, group: "filesystem", labels: "device",
+        help: "I/Os in progress on the filesystem's block device.",
+        source: "/proc/diskstats field 12",
+        emit: |x, o| per_fs(x, o, |f| f.disk.as_ref().map(|d| d.in_progress as f64)) },
+    Family { name: "container_fs_io_time_seconds_total", kind: Counter, group: "filesystem", labels: "device",
+        help: "Time the filesystem's block device was busy, in seconds.",
+        source: "/proc/diskstats field 13 (ms)",
+        emit: |x, o| per_fs(x, o, |f| f.disk.as_ref().map(|d| ms(d.time_in_progress))) },
+    Family { name: "container_fs_io_time_weighted_seconds_total", kind: Counter, group: "filesystem", labels: "device",
+        help: "Weighted I/O time of the filesystem's block device, in seconds.",
+        source: "/proc/diskstats field 14 (ms)",
+        emit: |x, o| per_fs(x, o, |f| f.disk.as_ref().map(|d| ms(d.weighted_time_in_progress))) },
+    Family { name: "container_fs_limit_bytes", kind: Gauge, group: "filesystem", labels: "device",
+        help: "Capacity of the filesystem, in bytes.",
+        source: "statvfs f_blocks * f_frsize",
+        emit: |x, o| per_fs(x, o, |f| f.usage.map(|u| u.capacity_bytes as f64)) },
+    Family { name: "container_fs_read_seconds_total", kind: Counter, group: "filesystem", labels: "device",
+        help: "Time spent reading on the filesystem's block device, in seconds.",
+        source: "/proc/diskstats field 7 (ms)",
+        emit: |x, o| per_fs(x, o, |f| f.disk.as_ref().map(|d| ms(d.time_reading))) },
     Family { name: "container_fs_reads_bytes_total", kind: Counter, group: "diskio", labels: "device",
         help: "Bytes read from block devices.",
         source: "v1 blkio.throttle.io_service_bytes_recursive Read; v2 io.stat rbytes",
         emit: |x, o| per_device(x, o, |d| d.read_bytes) },
+    Family { name: "container_fs_reads_merged_total", kind: Counter, group: "filesystem", labels: "device",
+        help: "Reads merged on the filesystem's block device.",
+        source: "/proc/diskstats field 5",
+        emit: |x, o| per_fs(x, o, |f| f.disk.as_ref().map(|d| d.merged as f64)) },
     Family { name: "container_fs_reads_total", kind: Counter, group: "diskio", labels: "device",
         help: "Read operations completed on block devices.",
-        source: "v1 blkio.throttle.io_serviced_recursive Read; v2 io.stat rios",
-        emit: |x, o| per_device(x, o, |d| d.reads) },
+        source: "v1 blkio.throttle.io_serviced_recursive Read; v2 io.stat rios; root: also /proc/diskstats field 4 of each filesystem",
+        emit: |x, o| { per_device(x, o, |d| d.reads); per_fs_unless_device(x, o, |d| d.reads) } },
+    Family { name: "container_fs_sector_reads_total", kind: Counter, group: "filesystem", labels: "device",
+        help: "Sectors read on the filesystem's block device.",
+        source: "/proc/diskstats field 6",
+        emit: |x, o| per_fs(x, o, |f| f.disk.as_ref().map(|d| d.sectors_read as f64)) },
+    Family { name: "container_fs_sector_writes_total", kind: Counter, group: "filesystem", labels: "device",
+        help: "Sectors written on the filesystem's block device.",
+        source: "/proc/diskstats field 10",
+        emit: |x, o| per_fs(x, o, |f| f.disk.as_ref().map(|d| d.sectors_written as f64)) },
+    Family { name: "container_fs_usage_bytes", kind: Gauge, group: "filesystem", labels: "device",
+        help: "Bytes used on the filesystem.",
+        source: "statvfs (f_blocks - f_bfree) * f_frsize",
+        emit: |x, o| per_fs(x, o, |f| f.usage.map(|u| u.used_bytes as f64)) },
+    Family { name: "container_fs_write_seconds_total", kind: Counter, group: "filesystem", labels: "device",
+        help: "Time spent writing on the filesystem's block device, in seconds.",
+        source: "/proc/diskstats field 11 (ms)",
+        emit: |x, o| per_fs(x, o, |f| f.disk.as_ref().map(|d| ms(d.time_writing))) },
     Family { name: "container_fs_writes_bytes_total", kind: Counter, group: "diskio", labels: "device",
         help: "Bytes written to block devices.",
         source: "v1 blkio.throttle.io_service_bytes_recursive Write; v2 io.stat wbytes",
         emit: |x, o| per_device(x, o, |d| d.write_bytes) },
+    Family { name: "container_fs_writes_merged_total", kind: Counter, group: "filesystem", labels: "device",
+        help: "Writes merged on the filesystem's block device.",
+        source: "/proc/diskstats field 9",
+        emit: |x, o| per_fs(x, o, |f| f.disk.as_ref().map(|d| d.writes_merged as f64)) },
     Family { name: "container_fs_writes_total", kind: Counter, group: "diskio", labels: "device",
         help: "Write operations completed on block devices.",
-        source: "v1 blkio.throttle.io_serviced_recursive Write; v2 io.stat wios",
-        emit: |x, o| per_device(x, o, |d| d.writes) },
+        source: "v1 blkio.throttle.io_serviced_recursive Write; v2 io.stat wios; root: also /proc/diskstats field 8 of each filesystem",
+        emit: |x, o| { per_device(x, o, |d| d.writes); per_fs_unless_device(x, o, |d| d.writes) } },
     Family { name: "container_last_seen", kind: Gauge, group: "spec", labels: "",
         help: "Last time the container was seen by podstat, in seconds since the Unix epoch (the collection's time).",
         source: "the collection's wall-clock time, whole seconds",
@@ -371,6 +464,16 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
         help: "Start time of the cgroup since the Unix epoch, in seconds.",
         source: "earliest mtime of the cgroup directory and its cgroup.procs, whole seconds",
         emit: |x, o| o.f(Some(x.target.start_time).filter(|&t| t > 0.0)) },
+    Family { name: "container_tasks_state", kind: Gauge, group: "tasks", labels: "state",
+        help: "Threads of the cgroup by state (running, sleeping, uninterruptible, stopped).",
+        source: "state letter of /proc/<tid>/stat over v1 tasks / v2 cgroup.threads",
+        emit: |x, o| {
+            let t = s(x).tasks;
+            o.with_rendered(r#"state="running""#, t.map(|t| t.running as f64));
+            o.with_rendered(r#"state="sleeping""#, t.map(|t| t.sleeping as f64));
+            o.with_rendered(r#"state="stopped""#, t.map(|t| t.stopped as f64));
+            o.with_rendered(r#"state="uninterruptible""#, t.map(|t| t.uninterruptible as f64));
+        } },
     Family { name: "container_threads", kind: Gauge, group: "process", labels: "",
         help: "Tasks (threads) in the cgroup and its children.",
         source: "pids.current",
@@ -599,7 +702,9 @@ mod tests {
             assert!(f.name.starts_with("container_"));
             assert_eq!(
                 f.kind == Counter,
-                f.name.ends_with("_total") || f.name == "container_memory_failcnt",
+                // cAdvisor's two exceptions: a counter without the suffix, a gauge with it.
+                (f.name.ends_with("_total") && f.name != "container_fs_inodes_total")
+                    || f.name == "container_memory_failcnt",
                 "{}",
                 f.name
             );
@@ -637,6 +742,7 @@ mod tests {
                 resolved: Default::default(),
                 refresh_requested: Default::default(),
                 probe: Default::default(),
+                load: Default::default(),
             }),
             stats: ContainerStats {
                 cpu_usage_seconds: cpu,

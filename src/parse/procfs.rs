@@ -75,6 +75,71 @@ pub fn cgroup_mounts(mountinfo: &[u8]) -> Result<Vec<CgroupMount>, ParseError> {
     Ok(out)
 }
 
+/// A filesystem whose usage cAdvisor reports on the root row, with its `device` label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filesystem {
+    /// The block device (`/dev/vda1`); a tmpfs by its mount point; an overlay as
+    /// `overlay_<major>-<minor>`, as cAdvisor names them.
+    pub device: String,
+    pub mount_point: PathBuf,
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// Filesystem types cAdvisor reports usage for (its v0.49 list).
+fn reported_fs_type(fs_type: &str) -> bool {
+    matches!(
+        fs_type,
+        "ext2" | "ext3" | "ext4" | "xfs" | "btrfs" | "zfs" | "overlay" | "tmpfs"
+    ) || fs_type.starts_with("nfs")
+}
+
+/// The filesystems of a mountinfo that cAdvisor reports, each once: a device mounted in several
+/// places (bind mounts) counts at its first mount point; every tmpfs and overlay is its own.
+pub fn filesystems(mountinfo: &[u8]) -> Result<Vec<Filesystem>, ParseError> {
+    let infos = procfs_core::process::MountInfos::from_buf_read(mountinfo).map_err(|_| {
+        ParseError::BadLine {
+            line: 0,
+            reason: "mountinfo line not understood",
+        }
+    })?;
+    let mut out: Vec<Filesystem> = Vec::new();
+    for info in infos.iter().filter(|i| reported_fs_type(&i.fs_type)) {
+        let Some((major, minor)) = info
+            .majmin
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        else {
+            continue;
+        };
+        let device = match info.fs_type.as_str() {
+            "tmpfs" => info.mount_point.to_string_lossy().into_owned(),
+            "overlay" => format!("overlay_{major}-{minor}"),
+            _ => info.mount_source.clone().unwrap_or_default(),
+        };
+        if device.is_empty() || out.iter().any(|f| f.device == device) {
+            continue;
+        }
+        out.push(Filesystem {
+            device,
+            mount_point: info.mount_point.clone(),
+            major,
+            minor,
+        });
+    }
+    Ok(out)
+}
+
+/// `/proc/diskstats`, one entry per device line.
+pub fn diskstats(bytes: &[u8]) -> Result<Vec<procfs_core::DiskStat>, ParseError> {
+    procfs_core::DiskStats::from_buf_read(bytes)
+        .map(|d| d.0)
+        .map_err(|_| ParseError::BadLine {
+            line: 0,
+            reason: "diskstats line not understood",
+        })
+}
+
 /// `MemTotal` and `SwapTotal` in bytes.
 pub fn meminfo_totals(bytes: &[u8]) -> Result<(u64, u64), ParseError> {
     let info = procfs_core::Meminfo::from_buf_read(bytes).map_err(|_| ParseError::BadLine {
@@ -169,6 +234,26 @@ pub fn limits_max_open_files(bytes: &[u8]) -> Result<f64, ParseError> {
     }
 }
 
+/// The state letter of `/proc/<tid>/stat` (the field after the command, which may itself hold
+/// spaces and parentheses: the last `)` ends it).
+pub fn stat_state(bytes: &[u8]) -> Result<u8, ParseError> {
+    let close = bytes
+        .iter()
+        .rposition(|&b| b == b')')
+        .ok_or(ParseError::BadLine {
+            line: 1,
+            reason: "stat: no `)` after the command",
+        })?;
+    bytes
+        .get(close + 2)
+        .copied()
+        .filter(u8::is_ascii_alphabetic)
+        .ok_or(ParseError::BadLine {
+            line: 1,
+            reason: "stat: no state after the command",
+        })
+}
+
 /// `PRETTY_NAME` of an os-release file (quotes removed), as cAdvisor's `osVersion`.
 pub fn os_release_pretty_name(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
@@ -213,6 +298,43 @@ mod tests {
             })
         );
         assert!(cpu_topology(b"").is_err());
+    }
+
+    #[test]
+    fn filesystems_are_named_as_cadvisor_names_them_and_listed_once() {
+        let mountinfo = b"\
+22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+23 22 0:5 / /dev rw,nosuid shared:2 - devtmpfs devtmpfs rw,size=4k\n\
+24 23 0:25 / /dev/shm rw shared:3 - tmpfs tmpfs rw\n\
+25 22 0:26 / /run rw shared:4 - tmpfs tmpfs rw,size=1g\n\
+26 22 254:1 /var/lib/kubelet /var/lib/kubelet rw shared:1 - ext4 /dev/vda1 rw\n\
+27 22 0:100 / /run/containerd/x/rootfs rw - overlay overlay rw,lowerdir=a,upperdir=b\n\
+28 22 0:27 / /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";
+        let fs = filesystems(mountinfo).expect("parse");
+        let devices: Vec<&str> = fs.iter().map(|f| f.device.as_str()).collect();
+        assert_eq!(devices, ["/dev/vda1", "/dev/shm", "/run", "overlay_0-100"]);
+        assert_eq!((fs[0].major, fs[0].minor), (254, 1));
+        assert_eq!(fs[0].mount_point, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn diskstats_lines_are_read() {
+        let text = b" 254       0 vda 5027 1187 1391530 2862 25766 27150 5249712 69823 0 57864 73345 0 0 0 0 2193 661\n 254       1 vda1 4900 1187 1385010 2800 25700 27150 5249700 69800 0 57800 72600 0 0 0 0 0 0\n";
+        let disks = diskstats(text).expect("parse");
+        assert_eq!(disks.len(), 2);
+        assert_eq!(
+            (disks[1].major, disks[1].minor, disks[1].sectors_read),
+            (254, 1, 1385010)
+        );
+        assert_eq!(disks[1].weighted_time_in_progress, 72600);
+    }
+
+    #[test]
+    fn the_state_follows_the_last_parenthesis() {
+        assert_eq!(stat_state(b"42 (sleep) S 1 42 42 0 -1"), Ok(b'S'));
+        assert_eq!(stat_state(b"43 (a) b) (c) R 1 43"), Ok(b'R'));
+        assert!(stat_state(b"44 (x)").is_err());
+        assert!(stat_state(b"garbage").is_err());
     }
 
     #[test]

@@ -144,3 +144,86 @@ fn default_raw_rows_on_a_node_are_the_kubelets() {
         assert!(!rows.is_match(host_only), "{host_only}");
     }
 }
+
+/// Families the kubelet's endpoint has and podstat does not write, with why: only what no
+/// kernel interface gives.
+const NOT_WRITTEN: &[(&str, &str)] = &[
+    (
+        "machine_nvm_avg_power_budget_watts",
+        "Intel Optane persistent memory, read through Intel's libipmctl (not the kernel); the kubelet's builds have no libipmctl and write 0",
+    ),
+    ("machine_nvm_capacity", "as machine_nvm_avg_power_budget_watts"),
+];
+
+/// Every family of every real dump is one podstat writes, with the kubelet's type and label
+/// names (a family's series in a dump may lack some of podstat's rows, never a label).
+#[test]
+fn every_family_of_the_kubelets_endpoint_is_written_with_its_labels() {
+    use podstat::expose::names::{CONTAINER_FAMILIES, MACHINE_FAMILIES, VERSION_INFO};
+    use std::collections::BTreeSet;
+    const STANDARD: [&str; 6] = ["container", "id", "image", "name", "namespace", "pod"];
+    let mut families = 0;
+    for (_, metrics) in PAIRS {
+        let text = dump(metrics);
+        let mut types: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE line");
+                types.insert(name, kind);
+            } else if !line.starts_with('#') && !line.is_empty() {
+                let name = &line[..line.find(['{', ' ']).expect("sample")];
+                labels
+                    .entry(name.to_owned())
+                    .or_default()
+                    .extend(labels_of(line).into_keys());
+            }
+        }
+        for (name, kind) in types {
+            families += 1;
+            if NOT_WRITTEN.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            let seen = labels.get(name).cloned().unwrap_or_default();
+            if let Some(f) = CONTAINER_FAMILIES.iter().find(|f| f.name == name) {
+                assert_eq!(f.kind.as_str(), kind, "{metrics}: type of {name}");
+                let ours: BTreeSet<String> = STANDARD
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .chain(
+                        f.labels
+                            .split(", ")
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_owned),
+                    )
+                    .collect();
+                if !seen.is_empty() {
+                    assert_eq!(ours, seen, "{metrics}: label names of {name}");
+                }
+            } else if let Some(f) = MACHINE_FAMILIES.iter().find(|f| f.name == name) {
+                assert_eq!(f.kind.as_str(), kind, "{metrics}: type of {name}");
+                for label in &seen {
+                    assert!(
+                        ["boot_id", "machine_id", "system_uuid"].contains(&label.as_str()),
+                        "{metrics}: {name} has {label}"
+                    );
+                }
+            } else if name == VERSION_INFO.0 {
+                let want: BTreeSet<String> = [
+                    "cadvisorRevision",
+                    "cadvisorVersion",
+                    "dockerVersion",
+                    "kernelVersion",
+                    "osVersion",
+                ]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+                assert_eq!(seen, want, "{metrics}: labels of {name}");
+            } else if name != "container_scrape_error" {
+                panic!("{metrics}: the kubelet writes {name} ({kind}); podstat does not");
+            }
+        }
+    }
+    assert!(families > 150, "{families} families read from the dumps");
+}

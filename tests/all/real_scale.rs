@@ -15,6 +15,7 @@ use crate::support::{
 /// Pod UIDs of their own per test: the network collector groups a pod's cgroups by UID.
 const CROWD_POD_UID: &str = "5ca1e000-4b5a-4968-8778-695a4b3c2d1e";
 const CHURN_POD_UID: &str = "5ca1e001-4b5a-4968-8778-695a4b3c2d1e";
+const TASKS_POD_UID: &str = "5ca1e003-4b5a-4968-8778-695a4b3c2d1e";
 
 /// A container ID unique to this run and `tag` (the agents read the whole host, where other
 /// tests make container cgroups of their own).
@@ -388,4 +389,145 @@ fn a_pods_network_survives_its_processes_exiting() {
         "{} of {SCRAPES} scrapes ({took:?}) lacked the pod's network: {missing:?}",
         missing.len()
     );
+}
+
+/// The root row's filesystem figures against `df` (an independent reader of the same kernel
+/// figures) and `/proc/diskstats` read before and after the scrape.
+#[test]
+fn host_filesystems_agree_with_df_and_diskstats() {
+    if skip_unless(which("df").is_some(), "coreutils `df`") {
+        return;
+    }
+    let df = Command::new("df")
+        .args(["-B1", "--output=source,size,used,itotal", "/"])
+        .output()
+        .expect("df");
+    let df = String::from_utf8_lossy(&df.stdout).into_owned();
+    let row: Vec<&str> = df
+        .lines()
+        .nth(1)
+        .expect("df row")
+        .split_whitespace()
+        .collect();
+    let (device, size, used, inodes) = (
+        row[0].to_owned(),
+        row[1].parse::<f64>().expect("size"),
+        row[2].parse::<f64>().expect("used"),
+        row[3].parse::<f64>().expect("inodes"),
+    );
+    let diskstats = || {
+        let name = device.trim_start_matches("/dev/").to_owned();
+        std::fs::read_to_string("/proc/diskstats")
+            .expect("diskstats")
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&name.as_str())).then(|| f[5].parse::<f64>().expect("sectors"))
+            })
+    };
+    let before = diskstats();
+    let body = scrape(&agent());
+    let after = diskstats();
+    let on_root = |family: &str| {
+        sample_value(
+            &body,
+            family,
+            &["id=\"/\"", &format!("device=\"{device}\"")],
+        )
+    };
+    assert_eq!(
+        on_root("container_fs_limit_bytes"),
+        Some(size),
+        "capacity of {device}"
+    );
+    assert_eq!(
+        on_root("container_fs_inodes_total"),
+        Some(inodes),
+        "inodes of {device}"
+    );
+    // Other tests write files while this one runs: usage may move between df and the scrape.
+    let ours = on_root("container_fs_usage_bytes").expect("usage");
+    assert!(
+        (ours - used).abs() <= (256 << 20) as f64,
+        "usage {ours} vs df {used}"
+    );
+    if let (Some(before), Some(after)) = (before, after) {
+        let sectors = on_root("container_fs_sector_reads_total").expect("sectors read");
+        assert!(
+            (before..=after).contains(&sectors),
+            "{before} <= {sectors} <= {after}"
+        );
+    }
+}
+
+/// `[collectors] tasks`: thread states of a container with a busy, a stopped and five sleeping
+/// processes, and a load average that follows the busy one.
+#[test]
+fn task_states_count_the_kernels_thread_states() {
+    if !root_ready("root (creates cgroups and processes)") {
+        return;
+    }
+    let hierarchies = hierarchies();
+    let top = unique("podstat-tasks-");
+    let pod_rel = format!("{top}/kubepods/besteffort/pod{TASKS_POD_UID}");
+    let id = container_id(0x7a);
+    let rels = vec![
+        top.clone(),
+        format!("{top}/kubepods"),
+        format!("{top}/kubepods/besteffort"),
+        pod_rel.clone(),
+        format!("{pod_rel}/{id}"),
+    ];
+    let cgroups = make_cgroups(&hierarchies, &rels);
+    let busy = ChildGuard(
+        Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("busy"),
+    );
+    let stopped = ChildGuard(Command::new("sleep").arg("600").spawn().expect("stopped"));
+    let sleepers: Vec<ChildGuard> = (0..5)
+        .map(|_| ChildGuard(Command::new("sleep").arg("600").spawn().expect("sleeper")))
+        .collect();
+    let rel = format!("{pod_rel}/{id}");
+    for pid in [busy.pid(), stopped.pid()]
+        .into_iter()
+        .chain(sleepers.iter().map(ChildGuard::pid))
+    {
+        move_into(&hierarchies, &rel, pid);
+    }
+    let stopped_pid = nix::unistd::Pid::from_raw(i32::try_from(stopped.pid()).expect("pid"));
+    nix::sys::signal::kill(stopped_pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    crate::support::wait_for(Duration::from_secs(5), || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", stopped.pid())).ok()?;
+        stat.contains(") T ").then_some(())
+    })
+    .expect("stopped");
+
+    let config = podstat::config::parse(
+        "[server]\nmin_collect_interval_ms = 0\n[reader]\nmax_open_files = 300\n[collectors]\ntasks = true\n",
+        "test",
+    )
+    .expect("config");
+    let agent = podstat::agent::Agent::new(&config).expect("agent");
+    let label = format!("id=\"/{rel}\"");
+    let state = |body: &str, s: &str| {
+        sample_value(
+            body,
+            "container_tasks_state",
+            &[&label, &format!("state=\"{s}\"")],
+        )
+    };
+    let first = scrape(&agent);
+    assert_eq!(state(&first, "running"), Some(1.0), "the busy loop");
+    assert_eq!(state(&first, "stopped"), Some(1.0), "the stopped sleep");
+    assert_eq!(state(&first, "sleeping"), Some(5.0), "the sleepers");
+    assert_eq!(state(&first, "uninterruptible"), Some(0.0));
+    std::thread::sleep(Duration::from_secs(2));
+    let second = scrape(&agent);
+    let load = sample_value(&second, "container_cpu_load_average_10s", &[&label]).expect("load");
+    // One running thread throughout: 1000 milli-tasks, approached from the first reading.
+    assert_eq!(load, 1000.0, "a steady single runner");
+    drop((busy, stopped, sleepers));
+    drop(cgroups);
 }

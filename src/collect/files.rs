@@ -24,11 +24,16 @@ fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vani
     } else {
         t.dirs.cpu.as_deref().or(t.dirs.cpuacct.as_deref())
     };
-    let Some(listed) = ctx.parse(t, procs_dir, "cgroup.procs", |b| {
-        Ok(pids(b).collect::<Vec<u32>>())
-    })?
-    else {
-        return Ok(());
+    // The process collector's reading of cgroup.procs when it ran for this cgroup.
+    let listed = if ctx.pids_listed {
+        std::mem::take(&mut ctx.pids)
+    } else {
+        match ctx.parse(t, procs_dir, "cgroup.procs", |b| {
+            Ok(pids(b).collect::<Vec<u32>>())
+        })? {
+            Some(listed) => listed,
+            None => return Ok(()),
+        }
     };
     let (mut fds, mut sockets, mut inspected) = (0u64, 0u64, 0usize);
     let mut path = ctx.proc_root.clone();
@@ -61,5 +66,8 @@ fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vani
             s.ulimit_open_files = procfs::limits_max_open_files(bytes).ok();
         }
     }
+    // Hand the buffer back for the next cgroup.
+    ctx.pids = listed;
+    ctx.pids_listed = false;
     Ok(())
 }

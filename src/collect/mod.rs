@@ -88,6 +88,13 @@ pub struct Ctx {
     pub host: HostCache,
     /// The host's filesystems and their usage figures.
     pub fs: filesystem::FsCache,
+    /// The PIDs of the current target's `cgroup.procs`, as the process collector read them,
+    /// kept for the process_files collector (`listed` says they are this target's), so the
+    /// file is read once per cgroup.
+    pub pids: Vec<u32>,
+    pub pids_listed: bool,
+    /// Whether the process collector should keep the PIDs (process_files is on).
+    pub keep_pids: bool,
 }
 
 /// How long host figures (`machine_cpu_cores`, MemTotal and SwapTotal) are kept. They change
@@ -134,6 +141,9 @@ impl Ctx {
             last_absent: false,
             host: HostCache::default(),
             fs: filesystem::FsCache::default(),
+            pids: Vec::new(),
+            pids_listed: false,
+            keep_pids: false,
         }
     }
 
@@ -310,6 +320,7 @@ impl Engine {
                 last_seen,
                 ..ContainerStats::default()
             };
+            self.ctx.pids_listed = false;
             // One clock read per collector boundary, not two: the clock is a measurable share
             // of a collection that otherwise only reads kept descriptors.
             let mut t0 = Instant::now();

@@ -3,7 +3,7 @@
 
 use super::{CollectorDef, Ctx, Vanished};
 use crate::discovery::{CgroupMode, Target};
-use crate::parse::{cgroup_procs, max_or_u64};
+use crate::parse::{cgroup_procs, max_or_u64, pids};
 use crate::snapshot::ContainerStats;
 
 pub const DEF: CollectorDef = CollectorDef {
@@ -21,10 +21,22 @@ fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vani
             t.dirs.pids.as_deref(),
         )
     };
-    if let Some((count, first)) = ctx.parse(t, procs_dir, "cgroup.procs", cgroup_procs)? {
+    let keep = ctx.keep_pids;
+    let mut listed = std::mem::take(&mut ctx.pids);
+    listed.clear();
+    let parsed = ctx.parse(t, procs_dir, "cgroup.procs", |b| {
+        let counted = cgroup_procs(b)?;
+        if keep {
+            listed.extend(pids(b));
+        }
+        Ok(counted)
+    })?;
+    if let Some((count, first)) = parsed {
         s.processes = Some(count);
         s.first_pid = first;
+        ctx.pids_listed = keep;
     }
+    ctx.pids = listed;
     s.threads = ctx.parse(t, pids_dir, "pids.current", crate::parse::single_u64)?;
     // `max` (no limit) is exported as 0, as cAdvisor does.
     s.threads_max = ctx

@@ -53,6 +53,7 @@ fn proc_cpu_seconds(pid: u32) -> f64 {
 
 #[test]
 fn real_cgroups_agree_with_the_kernel() {
+    let _heavy = crate::support::exclusive();
     if skip_unless(is_root(), "root (creates cgroups and network namespaces)")
         || skip_unless(which("ip").is_some(), "iproute2 `ip`")
         || skip_unless(

@@ -44,8 +44,10 @@ fn make_cgroups(hierarchies: &[PathBuf], rels: &[String]) -> CgroupGuard {
 }
 
 /// An agent in the test process. Its descriptor budget is small because every agent of the
-/// test binary (other tests run beside this one) shares one RLIMIT_NOFILE.
+/// test binary (other tests run beside this one) shares one RLIMIT_NOFILE, which is raised to
+/// its hard limit as podstat's main does (the soft 1024 ran out with several agents at once).
 fn agent() -> podstat::agent::Agent {
+    podstat::reader::raise_nofile_limit().expect("raise RLIMIT_NOFILE");
     let config = podstat::config::parse(
         "[server]\nmin_collect_interval_ms = 0\n[reader]\nmax_open_files = 300\n",
         "test",
@@ -90,6 +92,7 @@ fn in_netns(ns: &str) -> Command {
 
 #[test]
 fn files_longer_than_a_read_are_counted_whole() {
+    let _heavy = crate::support::exclusive();
     if !root_ready("root (creates cgroups, processes and a network namespace)") {
         return;
     }
@@ -192,8 +195,9 @@ fn files_longer_than_a_read_are_counted_whole() {
         .expect("cgroup.procs");
         let (mut fds, mut sockets) = (0, 0);
         for pid in procs.lines() {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
-                .expect("fd dir")
+                .unwrap_or_else(|e| panic!("fd dir of {pid}: {e}; status: {status}"))
                 .flatten()
             {
                 fds += 1;
@@ -297,6 +301,7 @@ fn files_longer_than_a_read_are_counted_whole() {
 
 #[test]
 fn a_pods_network_survives_its_processes_exiting() {
+    let _heavy = crate::support::exclusive();
     if !root_ready("root (creates cgroups, processes and a network namespace)")
         || skip_unless(which("bash").is_some(), "bash (reaps its children)")
     {
@@ -464,6 +469,7 @@ fn host_filesystems_agree_with_df_and_diskstats() {
 /// processes, and a load average that follows the busy one.
 #[test]
 fn task_states_count_the_kernels_thread_states() {
+    let _heavy = crate::support::exclusive();
     if !root_ready("root (creates cgroups and processes)") {
         return;
     }
@@ -504,6 +510,7 @@ fn task_states_count_the_kernels_thread_states() {
     })
     .expect("stopped");
 
+    podstat::reader::raise_nofile_limit().expect("raise RLIMIT_NOFILE");
     let config = podstat::config::parse(
         "[server]\nmin_collect_interval_ms = 0\n[reader]\nmax_open_files = 300\n[collectors]\ntasks = true\n",
         "test",

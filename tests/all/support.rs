@@ -247,3 +247,14 @@ pub fn assert_no_duplicate_series(body: &str) {
         assert!(seen.insert(series), "duplicate series: {series}");
     }
 }
+
+/// Held by the tests that load the machine (a thousand processes, a busy CPU measured against
+/// the kernel's own accounting): on a 2-CPU runner two of them at once starve each other's
+/// measured processes, and a CPU figure sampled by the test then lags the agent's. A failed
+/// test poisons the lock; the next one still runs.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

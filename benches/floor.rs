@@ -158,7 +158,11 @@ fn main() {
     let mut kept: Vec<File> = Vec::with_capacity(files.len().min(room));
     let mut not_kept: Vec<&PathBuf> = Vec::new();
     for f in &files {
-        match (kept.len() < room).then(|| File::open(f)) {
+        // A v1 PID list re-read through a kept descriptor is the kernel's cached list from the
+        // first read (podstat reopens it for that reason): no correct reader keeps it.
+        let v1_pid_list = f.ends_with("cgroup.procs")
+            && layout.mode() != Some(podstat::discovery::CgroupMode::V2);
+        match (kept.len() < room && !v1_pid_list).then(|| File::open(f)) {
             Some(Ok(file)) => kept.push(file),
             _ => not_kept.push(f),
         }

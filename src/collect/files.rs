@@ -10,7 +10,10 @@
 use super::{CollectorDef, Ctx, Vanished};
 use crate::discovery::{CgroupMode, Target};
 use crate::parse::{pids, procfs};
+use crate::reader::{FdBudget, KeptNumbers};
 use crate::snapshot::ContainerStats;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
 pub const DEF: CollectorDef = CollectorDef {
     name: "process_files",
@@ -40,8 +43,15 @@ fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vani
     for pid in &listed {
         path.push(pid.to_string());
         path.push("fd");
-        // A process that exits, or one podstat may not inspect, has no descriptors to count.
-        if let Ok(entries) = std::fs::read_dir(&path) {
+        let own = (Some(*pid) == ctx.own_pid)
+            .then(|| ctx.reader.budget().map(FdBudget::kept_numbers))
+            .flatten();
+        if let Some((open, own_sockets)) = own.and_then(|kept| own_files(&path, &kept)) {
+            inspected += 1;
+            fds += open;
+            sockets += own_sockets;
+        } else if let Ok(entries) = std::fs::read_dir(&path) {
+            // A process that exits, or one podstat may not inspect, has no descriptors to count.
             inspected += 1;
             for entry in entries.flatten() {
                 fds += 1;
@@ -70,4 +80,39 @@ fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vani
     ctx.pids = listed;
     ctx.pids_listed = false;
     Ok(())
+}
+
+/// podstat's own descriptors and sockets, without listing `fd_dir` (podstat's `/proc/<pid>/fd`)
+/// and reading each link: podstat keeps thousands of cgroup files open (~19,000 at 1,000
+/// containers), and the listing alone costs the kernel a dentry per descriptor, 14 ms of a
+/// 54 ms scrape at 500 containers. The kept ones are known not to be sockets; the others are
+/// found by number. None (then the caller lists the directory) before Linux 6.2, where the
+/// directory's size is not its number of open descriptors, or when a descriptor opened or
+/// closed meanwhile so the numbers do not add up.
+fn own_files(fd_dir: &Path, kept: &KeptNumbers) -> Option<(u64, u64)> {
+    let open = std::fs::metadata(fd_dir).ok()?.len();
+    let mut others = open.checked_sub(kept.count())?;
+    if open == 0 {
+        return None;
+    }
+    // Descriptor numbers are handed out lowest first, so the others sit in the gaps between
+    // the kept ones or just above them.
+    let end = kept.end() + 4096;
+    let (mut sockets, mut fd, mut path) = (0, 0, fd_dir.to_path_buf());
+    while others > 0 {
+        if fd >= end {
+            return None;
+        }
+        if !kept.contains(fd) {
+            path.push(fd.to_string());
+            // stat follows the link to the open file: a socket's inode is a socket.
+            if let Ok(meta) = std::fs::metadata(&path) {
+                others -= 1;
+                sockets += u64::from(meta.file_type().is_socket());
+            }
+            path.pop();
+        }
+        fd += 1;
+    }
+    Some((open, sockets))
 }

@@ -95,6 +95,9 @@ pub struct Ctx {
     pub pids_listed: bool,
     /// Whether the process collector should keep the PIDs (process_files is on).
     pub keep_pids: bool,
+    /// podstat's own PID as `proc_root` numbers it (its `self` link: a host /proc mounted in
+    /// a container shows the host's number).
+    pub own_pid: Option<u32>,
 }
 
 /// How long host figures (`machine_cpu_cores`, MemTotal and SwapTotal) are kept. They change
@@ -126,6 +129,9 @@ pub fn fresh<T: Clone>(cached: &Option<(Instant, T)>) -> Option<T> {
 
 impl Ctx {
     pub fn new(mode: CgroupMode, proc_root: PathBuf, sys_root: PathBuf, reader: Reader) -> Ctx {
+        let own_pid = std::fs::read_link(proc_root.join("self"))
+            .ok()
+            .and_then(|l| l.to_str().and_then(|l| l.parse().ok()));
         Ctx {
             reader,
             mode,
@@ -144,6 +150,7 @@ impl Ctx {
             pids: Vec::new(),
             pids_listed: false,
             keep_pids: false,
+            own_pid,
         }
     }
 
@@ -160,7 +167,12 @@ impl Ctx {
     ) -> Result<Option<T>, Vanished> {
         self.last_absent = true;
         let Some(dir) = dir else { return Ok(None) };
-        let read = if target.dirs.owns(dir) {
+        // A v1 PID list read through a kept descriptor is the list made at its first read
+        // after open, kept by the kernel until no read came for a second (cgroup-v1.c's
+        // pidlist cache): scrapes less than a second apart would see the processes of the
+        // first one forever. v2 makes a new list at every read from offset 0.
+        let stale_if_kept = self.mode != CgroupMode::V2 && matches!(name, "cgroup.procs" | "tasks");
+        let read = if target.dirs.owns(dir) && !stale_if_kept {
             let mut files = target.files.lock().unwrap_or_else(|p| p.into_inner());
             self.reader.read_cached(&mut files, dir, name)
         } else {
@@ -254,6 +266,8 @@ impl Engine {
             config.paths.sys_root.clone(),
             Reader::new(budget),
         );
+        // process_files runs after process (registry order) and takes its list of PIDs.
+        ctx.keep_pids = config.collectors.process && config.collectors.process_files;
         ctx.machine_id_file
             .clone_from(&config.paths.machine_id_file);
         ctx.os_release_file

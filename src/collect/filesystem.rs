@@ -99,6 +99,21 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], rootfs: &Path) {
         .collect();
 }
 
+/// The filesystem on device `dev` (an `st_dev`) among the host's reported ones: its device
+/// label and its capacity (once its usage was measured).
+pub fn backing(ctx: &Ctx, dev: u64) -> Option<(Arc<str>, u64)> {
+    // glibc's encoding of dev_t (gnu_dev_major / gnu_dev_minor).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let (_, mounts) = ctx.fs.mounts.as_ref()?;
+    let fs = mounts
+        .iter()
+        .find(|fs| u64::from(fs.major) == major && u64::from(fs.minor) == minor)?;
+    let usage = ctx.fs.usage.lock().unwrap_or_else(|p| p.into_inner());
+    let capacity = usage.by_device.get(&fs.device)?.capacity_bytes;
+    Some((Arc::from(fs.device.as_str()), capacity))
+}
+
 /// The reported filesystems of the host (PID 1's mount table, else podstat's own).
 fn host_filesystems(ctx: &mut Ctx) -> Vec<Filesystem> {
     let proc_root = ctx.proc_root.clone();

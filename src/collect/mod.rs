@@ -14,6 +14,7 @@ mod cpu;
 mod devices;
 mod files;
 mod filesystem;
+mod layers;
 mod machine;
 mod memory;
 mod network;
@@ -88,6 +89,8 @@ pub struct Ctx {
     pub host: HostCache,
     /// The host's filesystems and their usage figures.
     pub fs: filesystem::FsCache,
+    /// The writable layers of Docker and CRI-O containers and their last walks.
+    pub layers: layers::LayerCache,
     /// The PIDs of the current target's `cgroup.procs`, as the process collector read them,
     /// kept for the process_files collector (`listed` says they are this target's), so the
     /// file is read once per cgroup.
@@ -147,6 +150,7 @@ impl Ctx {
             last_absent: false,
             host: HostCache::default(),
             fs: filesystem::FsCache::default(),
+            layers: layers::LayerCache::default(),
             pids: Vec::new(),
             pids_listed: false,
             keep_pids: false,
@@ -377,6 +381,7 @@ impl Engine {
             self.ctx.collector = "filesystem";
             self.ctx.collector_failed = false;
             filesystem::collect(&mut self.ctx, &mut snapshot.containers, &self.rootfs);
+            layers::collect(&mut self.ctx, &mut snapshot.containers, &self.rootfs);
             runs.push(CollectorRun {
                 name: "filesystem",
                 duration: t0.elapsed(),

@@ -130,6 +130,28 @@ pub fn filesystems(mountinfo: &[u8]) -> Result<Vec<Filesystem>, ParseError> {
     Ok(out)
 }
 
+/// The writable layer of a container: the `upperdir` of the overlay mounted on `/` in the
+/// mount table of one of its processes (`/proc/<pid>/mountinfo`, whose paths are relative to
+/// that process's root). The last mount on `/` is the one the process sees. None when its root
+/// is not an overlay (containerd's own snapshotters are, but the kubelet's cAdvisor reports no
+/// layer for them; the caller decides by runtime).
+pub fn root_overlay_upperdir(mountinfo: &[u8]) -> Result<Option<PathBuf>, ParseError> {
+    let infos = procfs_core::process::MountInfos::from_buf_read(mountinfo).map_err(|_| {
+        ParseError::BadLine {
+            line: 0,
+            reason: "mountinfo line not understood",
+        }
+    })?;
+    let root = infos
+        .iter()
+        .rev()
+        .find(|i| i.mount_point.as_os_str() == "/");
+    Ok(root
+        .filter(|i| i.fs_type == "overlay")
+        .and_then(|i| i.super_options.get("upperdir").cloned().flatten())
+        .map(PathBuf::from))
+}
+
 /// `/proc/diskstats`, one entry per device line.
 pub fn diskstats(bytes: &[u8]) -> Result<Vec<procfs_core::DiskStat>, ParseError> {
     procfs_core::DiskStats::from_buf_read(bytes)
@@ -315,6 +337,27 @@ mod tests {
         assert_eq!(devices, ["/dev/vda1", "/dev/shm", "/run", "overlay_0-100"]);
         assert_eq!((fs[0].major, fs[0].minor), (254, 1));
         assert_eq!(fs[0].mount_point, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn a_containers_writable_layer_is_the_upperdir_of_its_root_overlay() {
+        // A Docker container's mount table as its own process sees it (real shape, trimmed).
+        let docker = b"\
+1795 1521 0:223 / / rw,relatime master:520 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/AB:/var/lib/docker/overlay2/l/CD,upperdir=/var/lib/docker/overlay2/3f9e/diff,workdir=/var/lib/docker/overlay2/3f9e/work\n\
+1796 1795 0:226 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw\n\
+1797 1795 0:227 / /dev rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755\n\
+1805 1795 254:1 /var/lib/docker/containers/3f9e/hostname /etc/hostname rw,relatime - ext4 /dev/vda1 rw\n";
+        assert_eq!(
+            root_overlay_upperdir(docker).expect("parse"),
+            Some(PathBuf::from("/var/lib/docker/overlay2/3f9e/diff"))
+        );
+        // Root not an overlay (a host process), and a later mount on / hiding an overlay.
+        let host = b"22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n";
+        assert_eq!(root_overlay_upperdir(host).expect("parse"), None);
+        let hidden = b"\
+30 1 0:50 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w\n\
+31 30 254:1 / / rw - ext4 /dev/vda1 rw\n";
+        assert_eq!(root_overlay_upperdir(hidden).expect("parse"), None);
     }
 
     #[test]

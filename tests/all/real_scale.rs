@@ -16,6 +16,7 @@ use crate::support::{
 const CROWD_POD_UID: &str = "5ca1e000-4b5a-4968-8778-695a4b3c2d1e";
 const CHURN_POD_UID: &str = "5ca1e001-4b5a-4968-8778-695a4b3c2d1e";
 const TASKS_POD_UID: &str = "5ca1e003-4b5a-4968-8778-695a4b3c2d1e";
+const LAYER_POD_UID: &str = "5ca1e004-4b5a-4968-8778-695a4b3c2d1e";
 
 /// A container ID unique to this run and `tag` (the agents read the whole host, where other
 /// tests make container cgroups of their own).
@@ -608,5 +609,148 @@ fn podstats_own_descriptors_are_counted_as_the_kernel_lists_them() {
         "kept descriptors: {kept:?}"
     );
     drop(podstat);
+    drop(cgroups);
+}
+
+/// A CRI-O container whose root is a real overlay: its writable layer is measured as `du`
+/// measures it, on the container's row, with the capacity and device of the filesystem under
+/// it.
+#[test]
+fn a_crio_containers_writable_layer_is_measured_like_du() {
+    let overlay = std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|f| f.lines().any(|l| l.ends_with("\toverlay")));
+    if !root_ready("root (mounts an overlay, creates cgroups)")
+        || skip_unless(overlay, "the overlay filesystem")
+        || skip_unless(which("unshare").is_some(), "util-linux `unshare`")
+        || skip_unless(which("du").is_some(), "coreutils `du`")
+    {
+        return;
+    }
+    let hierarchies = hierarchies();
+    let top = unique("podstat-layer-");
+    let pod_rel = format!("{top}/kubepods/besteffort/pod{LAYER_POD_UID}");
+    let container = format!("crio-{}.scope", container_id(0x1a));
+    let rels = vec![
+        top.clone(),
+        format!("{top}/kubepods"),
+        format!("{top}/kubepods/besteffort"),
+        pod_rel.clone(),
+        format!("{pod_rel}/{container}"),
+    ];
+    let cgroups = make_cgroups(&hierarchies, &rels);
+
+    // The image: sleep and the libraries it loads. The overlay is mounted in a mount namespace
+    // of the container's own, so the host's mount table never shows it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (lower, upper, work, merged) = (
+        dir.path().join("lower"),
+        dir.path().join("upper"),
+        dir.path().join("work"),
+        dir.path().join("merged"),
+    );
+    for d in [&lower, &upper, &work, &merged] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    let sleep = which("sleep").expect("sleep");
+    std::fs::copy(&sleep, lower.join("sleep")).expect("copy sleep");
+    let ldd = Command::new("ldd").arg(&sleep).output().expect("ldd");
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let to = lower.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("lib dir");
+        std::fs::copy(lib, &to).expect("copy lib");
+    }
+    // What the container writes: a 300 KB file with a second name, a directory with a file.
+    let m = merged.display();
+    let script = format!(
+        "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {m} && \
+         head -c 300000 /dev/zero > {m}/data && ln {m}/data {m}/data-again && \
+         mkdir {m}/logs && echo started > {m}/logs/app.log && exec chroot {m} /sleep 600",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let child = ChildGuard(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .spawn()
+            .expect("unshare"),
+    );
+    crate::support::wait_for(Duration::from_secs(10), || {
+        let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", child.pid())).ok()?;
+        mounts
+            .lines()
+            .any(|l| l.contains(" / / ") && l.contains("overlay"))
+            .then_some(())
+    })
+    .expect("the container's root is the overlay");
+    move_into(&hierarchies, &format!("{pod_rel}/{container}"), child.pid());
+
+    let du = |args: &[&str]| -> f64 {
+        let out = Command::new("du")
+            .args(args)
+            .arg(&upper)
+            .output()
+            .expect("du");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("du figure")
+    };
+    let (bytes, inodes) = (du(&["-sx", "-B1"]), du(&["-sx", "--inodes"]));
+    let fs = nix::sys::statvfs::statvfs(&upper).expect("statvfs");
+    let capacity = (fs.blocks() * fs.fragment_size()) as f64;
+
+    let agent = agent();
+    let id_label = format!("id=\"/{pod_rel}/{container}\"");
+    // The first walk runs off the scrape path: the figures come with a later scrape.
+    let body = crate::support::wait_for(Duration::from_secs(10), || {
+        let body = scrape(&agent);
+        sample_value(&body, "container_fs_usage_bytes", &[&id_label]).map(|_| body)
+    })
+    .expect("the layer's usage");
+    assert_eq!(
+        sample_value(&body, "container_fs_usage_bytes", &[&id_label]),
+        Some(bytes),
+        "du -sxB1 {}",
+        upper.display()
+    );
+    assert_eq!(
+        sample_value(&body, "container_fs_inodes_total", &[&id_label]),
+        Some(inodes),
+        "du -sx --inodes"
+    );
+    assert_eq!(
+        sample_value(&body, "container_fs_inodes_free", &[&id_label]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample_value(&body, "container_fs_limit_bytes", &[&id_label]),
+        Some(capacity)
+    );
+    // The device label is the root row's name for the same filesystem.
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("container_fs_limit_bytes{") && l.contains(&id_label))
+        .expect("limit line");
+    let device = line
+        .split("device=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("device label");
+    assert_eq!(
+        sample_value(
+            &body,
+            "container_fs_limit_bytes",
+            &["id=\"/\"", &format!("device=\"{device}\"")]
+        ),
+        Some(capacity),
+        "{device} on the root row"
+    );
+    crate::support::assert_no_duplicate_series(&body);
+    drop(child);
     drop(cgroups);
 }

@@ -376,12 +376,15 @@ pub const KUBELET_RAW_ROWS: &[&str] = &[
     "/system.slice/crio.service",
 ];
 
-/// A plain host's services and slices, and Docker containers run without Kubernetes.
+/// A plain host's services and slices, and Docker and Podman containers run without
+/// Kubernetes (Podman's cgroupfs and systemd managers).
 pub const HOST_RAW_ROWS: &[&str] = &[
     "/*.slice",
     "/*.service",
     "/system.slice/*.service",
     "/docker/*",
+    "/libpod_parent/libpod-*",
+    "/machine.slice/libpod-*.scope",
 ];
 
 impl RawInclude {

@@ -4,11 +4,13 @@
 //! when those are missing, except under CI (`CI=true`), where a skip is a failure.
 
 mod cli;
+mod deploy;
 mod e2e_prometheus;
 #[cfg(feature = "apiserver")]
 mod fake_apiserver;
 mod fake_kubelet;
 mod golden;
+mod image;
 mod kubelet_parity;
 mod metadata;
 mod parse_fixtures;

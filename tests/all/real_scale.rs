@@ -144,7 +144,7 @@ fn files_longer_than_a_read_are_counted_whole() {
     // A container with 1,000 processes (in the pod's namespace, as a pod's containers are):
     // its cgroup.procs is ~6 KB.
     const CROWD: usize = 1000;
-    let crowd: Vec<ChildGuard> = (0..CROWD)
+    let mut crowd: Vec<ChildGuard> = (0..CROWD)
         .map(|_| {
             ChildGuard(
                 in_netns(&ns.name)
@@ -196,11 +196,11 @@ fn files_longer_than_a_read_are_counted_whole() {
         .expect("cgroup.procs");
         let (mut fds, mut sockets) = (0, 0);
         for pid in procs.lines() {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
-                .unwrap_or_else(|e| panic!("fd dir of {pid}: {e}; status: {status}"))
-                .flatten()
-            {
+            // None of these processes exits by itself: a listed one that is gone was killed.
+            let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                return Err(format!("listed process {pid} is gone"));
+            };
+            for entry in entries.flatten() {
                 fds += 1;
                 if std::fs::read_link(entry.path())
                     .is_ok_and(|l| l.to_string_lossy().starts_with("socket:["))
@@ -209,18 +209,31 @@ fn files_longer_than_a_read_are_counted_whole() {
                 }
             }
         }
-        (fds as f64, sockets as f64)
+        Ok((fds as f64, sockets as f64))
     };
-    crate::support::wait_for(Duration::from_secs(10), || {
-        (kernel_files().1 >= 7.0).then_some(())
-    })
-    .expect("the holder opened its sockets");
+    // Who killed a process of the crowd, when one is gone (by its exit status).
+    let mut deaths = || -> String {
+        let dead: Vec<String> = crowd
+            .iter_mut()
+            .filter_map(|c| Some(format!("{}: {}", c.pid(), c.0.try_wait().ok()??)))
+            .collect();
+        format!("{} of the crowd died: {dead:?}", dead.len())
+    };
+    let holder_ready = crate::support::wait_for(Duration::from_secs(10), || {
+        kernel_files().ok().filter(|(_, sockets)| *sockets >= 7.0)
+    });
+    if holder_ready.is_none() {
+        panic!("the holder's sockets: {:?}; {}", kernel_files(), deaths());
+    }
 
     let agent = agent();
     for round in 0..2 {
         // Twice: the first read opens the files, the second goes through kept descriptors.
         let body = scrape(&agent);
-        let (fds, sockets) = kernel_files();
+        let (fds, sockets) = match kernel_files() {
+            Ok(counts) => counts,
+            Err(e) => panic!("round {round}: {e}; {}", deaths()),
+        };
         assert_eq!(
             sample_value(&body, "container_file_descriptors", &[&crowd_id_label]),
             Some(fds),

@@ -90,7 +90,7 @@ fn endpoints_health_gzip_and_content_type() {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -101,7 +101,7 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-fn query(prom: &str, q: &str) -> Option<Vec<serde_json::Value>> {
+pub fn query(prom: &str, q: &str) -> Option<Vec<serde_json::Value>> {
     let (_, _, body) = http_get(prom, &format!("/api/v1/query?query={}", urlencode(q)), "").ok()?;
     let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
     json["data"]["result"].as_array().cloned()
@@ -109,7 +109,7 @@ fn query(prom: &str, q: &str) -> Option<Vec<serde_json::Value>> {
 
 /// The PodList a kubelet would serve for the test's pods: (uid, pod name, app label,
 /// container name, container ID).
-fn pod_list(pods: &[(&str, &str, &str, &str, &str)]) -> Vec<u8> {
+pub fn pod_list(pods: &[(&str, &str, &str, &str, &str)]) -> Vec<u8> {
     let items: Vec<serde_json::Value> = pods
         .iter()
         .map(|(uid, name, app, container, id)| {

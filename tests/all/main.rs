@@ -4,6 +4,7 @@
 //! when those are missing, except under CI (`CI=true`), where a skip is a failure.
 
 mod cli;
+mod dashboards;
 mod deploy;
 mod e2e_prometheus;
 #[cfg(feature = "apiserver")]

@@ -1,0 +1,383 @@
+//! The shipped Grafana dashboards (`dashboards/*.json`) against a real Prometheus scraping a
+//! real podstat with the shipped scrape job (`daemonset/prometheus-scrape-config.yaml`, its
+//! Kubernetes discovery replaced by the agent's address): every panel query and every variable
+//! query, with the variables filled in, returns data, except the ones listed in `NO_DATA_HERE`
+//! with the reason this machine cannot give them data. The same Prometheus evaluates the
+//! kubernetes-mixin's container recording rules (kube-prometheus' rendering) on podstat's
+//! series: each records the test's pod.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_yaml::Value as Yaml;
+
+use crate::e2e_prometheus::{pod_list, query};
+use crate::fake_kubelet::{Behavior, FakeKubelet, TestCert};
+use crate::support::{
+    free_port, hierarchies, is_root, move_into, skip_unless, start_podstat, unique, wait_for,
+    which, CgroupGuard, ChildGuard, NetnsGuard,
+};
+
+/// Panels whose queries return nothing on this machine, and why. Anything else must have data.
+const NO_DATA_HERE: &[(&str, &str)] = &[
+    (
+        "Disk IO by container",
+        "a container has blkio series only for devices it did block IO on; the test's do none",
+    ),
+    (
+        "CPU pressure (waiting) by pod",
+        "PSI files exist only in cgroup v2 directories; the test's cgroups are v1 (hybrid host)",
+    ),
+    (
+        "Memory pressure (stalled) by pod",
+        "PSI files exist only in cgroup v2 directories; the test's cgroups are v1 (hybrid host)",
+    ),
+];
+
+fn dashboards_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards")
+}
+
+#[test]
+fn the_dashboards_are_what_their_generator_writes() {
+    if skip_unless(which("python3").is_some(), "python3") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let status = Command::new("python3")
+        .arg(dashboards_dir().join("generate.py"))
+        .arg(tmp.path())
+        .status()
+        .expect("generate.py");
+    assert!(status.success());
+    for name in ["podstat-node.json", "podstat-pod.json", "podstat-self.json"] {
+        let written = std::fs::read_to_string(tmp.path().join(name)).expect("generated");
+        let shipped = std::fs::read_to_string(dashboards_dir().join(name)).expect("shipped");
+        assert!(
+            written == shipped,
+            "dashboards/{name} differs from generate.py's: run python3 dashboards/generate.py"
+        );
+    }
+}
+
+/// Every (dashboard, panel title, query) of the shipped dashboards, variable queries included
+/// (as the series query inside `label_values`).
+fn queries() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for name in ["podstat-node.json", "podstat-pod.json", "podstat-self.json"] {
+        let text = std::fs::read_to_string(dashboards_dir().join(name)).expect("dashboard");
+        let d: serde_json::Value = serde_json::from_str(&text).expect("json");
+        for v in d["templating"]["list"].as_array().expect("templating") {
+            if let Some(q) = v["query"]["query"].as_str() {
+                let inner = q
+                    .strip_prefix("label_values(")
+                    .and_then(|r| r.rsplit_once(','))
+                    .map_or(q, |(series, _)| series);
+                let var = v["name"].as_str().unwrap_or("?");
+                out.push((name.into(), format!("variable {var}"), inner.to_owned()));
+            }
+        }
+        for p in d["panels"].as_array().expect("panels") {
+            let title = p["title"].as_str().expect("title").to_owned();
+            for t in p["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr").to_owned();
+                out.push((name.into(), title.clone(), expr));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_dashboard_query_returns_data_from_podstat() {
+    let _heavy = crate::support::exclusive();
+    let Some(prometheus) = which("prometheus") else {
+        assert!(!skip_unless(
+            false,
+            "prometheus (Debian package prometheus)"
+        ));
+        return;
+    };
+    if skip_unless(is_root(), "root (creates cgroups, processes and a netns)")
+        || skip_unless(which("nsenter").is_some(), "util-linux nsenter")
+    {
+        return;
+    }
+    // One pod whose container burns CPU under a CPU quota (throttled) and a memory limit, in a
+    // network namespace of its own.
+    let hierarchies = hierarchies();
+    let top = unique("podstat-dash-");
+    let uid = "da5b0a2d-0000-4000-8000-000000000001";
+    let id = format!("{:056x}{:08x}", std::process::id(), 0xda);
+    let pod_rel = format!("{top}/kubepods/burstable/pod{uid}");
+    let rel = format!("{pod_rel}/{id}");
+    let mut cgroups = CgroupGuard { dirs: Vec::new() };
+    for h in &hierarchies {
+        let mut dir = h.clone();
+        for part in rel.split('/') {
+            dir.push(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+                cgroups.dirs.push(dir.clone());
+            }
+        }
+        let c = h.join(&rel);
+        if c.join("cpu.cfs_quota_us").exists() {
+            std::fs::write(c.join("cpu.cfs_quota_us"), "20000").expect("quota");
+        } else if c.join("cpu.max").exists() {
+            std::fs::write(c.join("cpu.max"), "20000 100000").expect("cpu.max");
+        }
+        if c.join("memory.limit_in_bytes").exists() {
+            std::fs::write(c.join("memory.limit_in_bytes"), "536870912").expect("limit");
+        } else if c.join("memory.max").exists() {
+            std::fs::write(c.join("memory.max"), "536870912").expect("memory.max");
+        }
+    }
+    let ns = NetnsGuard::new(&unique("psdash"));
+    // A veth pair inside the pod's namespace: loopback is not reported, as in cAdvisor.
+    crate::support::run(
+        "ip",
+        &[
+            "-n", &ns.name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+        ],
+    );
+    let script = "while :; do :; done";
+    let busy = ChildGuard(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", ns.name))
+            .args(["--", "sh", "-c", script])
+            .spawn()
+            .expect("busy"),
+    );
+    move_into(&hierarchies, &rel, busy.pid());
+
+    let cert = TestCert::generate();
+    let token = "dash-token";
+    let kubelet = FakeKubelet::start(
+        &cert,
+        Behavior::ok(
+            pod_list(&[(uid, "busy-pod", "burner", "burner", &id)]),
+            token,
+        ),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = cert.write_ca(dir.path());
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).expect("token");
+    let config = dir.path().join("podstat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kubernetes]\nsource = \"kubelet\"\nkubelet_url = {:?}\ntoken_file = {:?}\nca_file = {:?}\n",
+            kubelet.url(),
+            token_file,
+            ca
+        ),
+    )
+    .expect("config");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _podstat = start_podstat(
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--listen",
+            &addr,
+            "--log-level",
+            "warn",
+        ],
+        &addr,
+    );
+
+    // The shipped job, its discovery replaced by this agent and the node name given.
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("daemonset/prometheus-scrape-config.yaml"),
+    )
+    .expect("scrape config");
+    let mut job = serde_yaml::from_str::<Yaml>(&shipped).expect("yaml")[0].clone();
+    let map = job.as_mapping_mut().expect("job");
+    map.remove("kubernetes_sd_configs");
+    map.insert(
+        "static_configs".into(),
+        serde_yaml::from_str(&format!("[{{targets: ['{addr}']}}]")).expect("static"),
+    );
+    map.insert("scrape_interval".into(), "1s".into());
+    map.insert("scrape_timeout".into(), "1s".into());
+    let relabels = map
+        .get_mut("relabel_configs")
+        .and_then(Yaml::as_sequence_mut)
+        .expect("relabel_configs");
+    // The pod-discovery keep rule has nothing to match on a static target; the node comes
+    // from the pod's node name, here a fixed one.
+    relabels.retain(|r| r["action"] != "keep");
+    for r in relabels.iter_mut() {
+        if r["target_label"] == "node" {
+            let r = r.as_mapping_mut().expect("relabel");
+            r.remove("source_labels");
+            r.insert("replacement".into(), "dash-node".into());
+        }
+    }
+    // The kubernetes-mixin's container recording rules (kube-prometheus), which join podstat's
+    // series with kube-state-metrics' kube_pod_info: that one series comes from a static page.
+    let (rules, recorded) = mixin_container_rules();
+    let rule_file = dir.path().join("mixin.rules.yaml");
+    std::fs::write(&rule_file, rules).expect("rules");
+    let ksm = serve_text(format!(
+        "kube_pod_info{{namespace=\"e2e\",pod=\"busy-pod\",uid=\"{uid}\",node=\"dash-node\",created_by_kind=\"ReplicaSet\"}} 1\n"
+    ));
+    let ksm_job: Yaml = serde_yaml::from_str(&format!(
+        "{{job_name: kube-state-metrics, static_configs: [{{targets: ['{ksm}']}}]}}"
+    ))
+    .expect("ksm job");
+    let mut prom_config = serde_yaml::Mapping::new();
+    prom_config.insert(
+        "global".into(),
+        serde_yaml::from_str("{scrape_interval: 1s, evaluation_interval: 1s}").expect("global"),
+    );
+    prom_config.insert(
+        "rule_files".into(),
+        Yaml::Sequence(vec![rule_file.to_str().expect("utf-8").into()]),
+    );
+    prom_config.insert("scrape_configs".into(), Yaml::Sequence(vec![job, ksm_job]));
+    let prom_file = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_file,
+        serde_yaml::to_string(&prom_config).expect("yaml"),
+    )
+    .expect("write");
+    let prom = format!("127.0.0.1:{}", free_port());
+    let _prometheus = ChildGuard(
+        Command::new(prometheus)
+            .args([
+                &format!("--config.file={}", prom_file.display()),
+                &format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+                &format!("--web.listen-address={prom}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus"),
+    );
+    // Enough samples for rates over 10 s windows, and the pod's labels joined.
+    let ready = wait_for(Duration::from_secs(60), || {
+        let q = "count_over_time(container_cpu_usage_seconds_total{job=\"kubelet\", \
+                 node=\"dash-node\", pod=\"busy-pod\", container=\"burner\"}[15s])";
+        let n: f64 = query(&prom, q)?.first()?["value"][1]
+            .as_str()?
+            .parse()
+            .ok()?;
+        (n >= 8.0).then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "Prometheus never stored the pod's CPU series"
+    );
+
+    let mut failures = Vec::new();
+    let mut exempt_seen = 0;
+    let all = queries();
+    for (dashboard, title, expr) in &all {
+        let q = expr
+            .replace("$__rate_interval", "10s")
+            .replace("$cluster", "")
+            .replace("$node", "dash-node")
+            .replace("$namespace", "e2e")
+            .replace("$pod", "busy-pod");
+        let result = query(&prom, &q);
+        let has_data = result.as_ref().is_some_and(|r| !r.is_empty());
+        match NO_DATA_HERE.iter().find(|(t, _)| t == title) {
+            Some(_) => exempt_seen += usize::from(!has_data),
+            None if !has_data => failures.push(format!("{dashboard} / {title}: {q} -> {result:?}")),
+            None => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} queries returned no data:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
+    // The exceptions are real: a listed panel that has data here should leave the list.
+    let exempt_queries = all
+        .iter()
+        .filter(|(_, t, _)| NO_DATA_HERE.iter().any(|(x, _)| x == t))
+        .count();
+    assert_eq!(exempt_seen, exempt_queries, "a listed panel has data now");
+
+    // Every container recording rule of the mixin records series for the pod.
+    assert!(recorded.len() >= 6, "{recorded:?}");
+    for name in &recorded {
+        let q = format!("{name}{{namespace=\"e2e\", pod=\"busy-pod\", node=\"dash-node\"}}");
+        let data = wait_for(Duration::from_secs(20), || {
+            query(&prom, &q).filter(|r| !r.is_empty())
+        });
+        assert!(
+            data.is_some(),
+            "the mixin's rule {name} recorded nothing for the pod"
+        );
+    }
+    drop(busy);
+    drop(cgroups);
+}
+
+/// The kubernetes-mixin's recording rules over the kubelet's cAdvisor series (from the
+/// kube-prometheus fixture) as a Prometheus rule file, and the names they record.
+fn mixin_container_rules() -> (String, Vec<String>) {
+    let path = crate::support::fixtures()
+        .join("ecosystem/kube-prometheus_kubernetesControlPlane-prometheusRule.yaml");
+    let text = std::fs::read_to_string(&path).expect("mixin rules fixture");
+    let doc: Yaml = serde_yaml::from_str(&text).expect("yaml");
+    let mut groups = Vec::new();
+    let mut recorded = Vec::new();
+    for g in doc["spec"]["groups"].as_sequence().expect("groups") {
+        let rules: Vec<Yaml> = g["rules"]
+            .as_sequence()
+            .expect("rules")
+            .iter()
+            .filter(|r| {
+                r["record"].is_string()
+                    && r["expr"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("metrics_path=\"/metrics/cadvisor\""))
+            })
+            .cloned()
+            .collect();
+        if rules.is_empty() {
+            continue;
+        }
+        recorded.extend(
+            rules
+                .iter()
+                .filter_map(|r| r["record"].as_str().map(String::from)),
+        );
+        let mut group = serde_yaml::Mapping::new();
+        group.insert("name".into(), g["name"].clone());
+        group.insert("rules".into(), Yaml::Sequence(rules));
+        groups.push(Yaml::Mapping(group));
+    }
+    let mut file = serde_yaml::Mapping::new();
+    file.insert("groups".into(), Yaml::Sequence(groups));
+    (serde_yaml::to_string(&file).expect("rule file"), recorded)
+}
+
+/// Serves `body` as a Prometheus text page to every request on a loopback port, for as long
+/// as the test process lives; returns the address.
+fn serve_text(body: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}

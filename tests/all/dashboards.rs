@@ -7,7 +7,7 @@
 //! series: each records the test's pod.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_yaml::Value as Yaml;
@@ -239,24 +239,10 @@ fn every_dashboard_query_returns_data_from_podstat() {
         Yaml::Sequence(vec![rule_file.to_str().expect("utf-8").into()]),
     );
     prom_config.insert("scrape_configs".into(), Yaml::Sequence(vec![job, ksm_job]));
-    let prom_file = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_file,
-        serde_yaml::to_string(&prom_config).expect("yaml"),
-    )
-    .expect("write");
-    let prom = format!("127.0.0.1:{}", free_port());
-    let _prometheus = ChildGuard(
-        Command::new(prometheus)
-            .args([
-                &format!("--config.file={}", prom_file.display()),
-                &format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-                &format!("--web.listen-address={prom}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus"),
+    let (_prometheus, prom) = crate::support::start_prometheus(
+        &prometheus,
+        &serde_yaml::to_string(&prom_config).expect("yaml"),
+        dir.path(),
     );
     // Enough samples for rates over 10 s windows, and the pod's labels joined.
     let ready = wait_for(Duration::from_secs(60), || {

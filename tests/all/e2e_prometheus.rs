@@ -1,7 +1,7 @@
 //! The HTTP endpoints, and a real Prometheus (Debian package `prometheus`) scraping podstat on
 //! loopback while a real cgroup burns CPU.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::fake_kubelet::{Behavior, FakeKubelet, TestCert};
@@ -254,24 +254,10 @@ fn real_prometheus_scrapes_podstat() {
     // A second agent with a tiny series budget: its scrapes must still succeed.
     let (_tight, tight_addr) = start_configured_podstat(&podstat_config(40));
 
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: podstat\n    static_configs:\n      - targets: ['{podstat_addr}']\n  - job_name: podstat-tight\n    static_configs:\n      - targets: ['{tight_addr}']\n"),
-    )
-    .expect("write prometheus.yml");
-    let prom_addr = format!("127.0.0.1:{}", free_port());
-    let _prom = ChildGuard(
-        Command::new(prometheus)
-            .args([
-                &format!("--config.file={}", config.display()),
-                &format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-                &format!("--web.listen-address={prom_addr}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
+    let (_prom, prom_addr) = crate::support::start_prometheus(
+        &prometheus,
+        &format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: podstat\n    static_configs:\n      - targets: ['{podstat_addr}']\n  - job_name: podstat-tight\n    static_configs:\n      - targets: ['{tight_addr}']\n"),
+        dir.path(),
     );
 
     for job in ["podstat", "podstat-tight"] {

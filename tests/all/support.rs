@@ -258,3 +258,22 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// Starts the real Prometheus at `binary` with `config` (YAML text), its data in `dir`, on a
+/// free loopback port; returns it and its address.
+pub fn start_prometheus(binary: &Path, config: &str, dir: &Path) -> (ChildGuard, String) {
+    let file = dir.join("prometheus.yml");
+    std::fs::write(&file, config).expect("write prometheus.yml");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(binary)
+        .args([
+            &format!("--config.file={}", file.display()),
+            &format!("--storage.tsdb.path={}", dir.join("data").display()),
+            &format!("--web.listen-address={addr}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    (ChildGuard(child), addr)
+}

@@ -302,6 +302,27 @@ fn classify(path: &Path, e: std::io::Error) -> ReadError {
     }
 }
 
+/// Opens `path` for reading if it is a regular file, as every cgroupfs, procfs and sysfs file
+/// podstat reads is. A FIFO in its place would block the open or the first read forever (the
+/// whole collection with it), and a device (a link to `/dev/zero`) would be read without end:
+/// the open does not block (O_NONBLOCK, which regular files ignore) and anything but a regular
+/// file is an I/O error for that file, counted and logged like any other.
+fn open_kernel_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("not a regular file ({kind:?}): no cgroup or proc file is"),
+        ));
+    }
+    Ok(file)
+}
+
 /// The most a file may hold. A cgroup file is a few KiB; `cgroup.procs` of 100,000 processes
 /// or `net/dev` of 5,000 interfaces is under 1 MiB. Past this the file is no kernel file podstat
 /// expects (a link to `/dev/zero`, a huge regular file) and reading it is an error, not an
@@ -380,7 +401,7 @@ impl Reader {
     pub fn read(&mut self, dir: &Path, name: &str) -> Result<&[u8], ReadError> {
         self.set_path(dir, name);
         self.opens += 1;
-        let file = File::open(&self.path).map_err(|e| classify(&self.path, e))?;
+        let file = open_kernel_file(&self.path).map_err(|e| classify(&self.path, e))?;
         let len = read_whole(&file, &mut self.buf, false).map_err(|e| classify(&self.path, e))?;
         Ok(&self.buf[..len])
     }
@@ -438,7 +459,7 @@ impl Reader {
         self.opens += 1;
         // Absent at the open, or its feature off at the read: either way not looked up again
         // for a while.
-        let read = File::open(&self.path).and_then(|file| {
+        let read = open_kernel_file(&self.path).and_then(|file| {
             read_whole(&file, &mut self.buf, short_read_is_end(name)).map(|len| (file, len))
         });
         let (file, len) = match read {
@@ -482,6 +503,41 @@ mod tests {
             std::fs::write(d.path().join(name), body).expect("write");
         }
         d
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_in_place_of_a_kernel_file_is_an_error_not_a_hang() {
+        let d = dir_with(&[("cpu.stat", "usage_usec 1\n")]);
+        nix::unistd::mkfifo(&d.path().join("memory.stat"), nix::sys::stat::Mode::S_IRUSR)
+            .expect("mkfifo");
+        std::os::unix::fs::symlink("/dev/zero", d.path().join("io.stat")).expect("symlink");
+        let mut reader = Reader::new(Some(FdBudget::new(8)));
+        let mut cache = FileCache::default();
+        // No writer ever opens the FIFO: a blocking open would never return.
+        for name in ["memory.stat", "io.stat"] {
+            for _ in 0..2 {
+                match reader.read_cached(&mut cache, d.path(), name) {
+                    Err(ReadError::Io { path, source }) => {
+                        assert_eq!(path, d.path().join(name));
+                        assert!(
+                            source.to_string().contains("not a regular file"),
+                            "{source}"
+                        );
+                    }
+                    other => panic!("{name}: {other:?}"),
+                }
+            }
+            assert!(matches!(
+                reader.read(d.path(), name),
+                Err(ReadError::Io { .. })
+            ));
+        }
+        // The regular file beside them still reads, and nothing was kept for the others.
+        let got = reader
+            .read_cached(&mut cache, d.path(), "cpu.stat")
+            .expect("read");
+        assert_eq!(got, Some(&b"usage_usec 1\n"[..]));
+        assert_eq!(cache.open_count(), 1);
     }
 
     #[test]
@@ -648,10 +704,13 @@ mod tests {
     #[test]
     fn a_file_past_the_cap_is_an_error_and_the_buffer_shrinks() {
         let mut r = Reader::new(None);
-        // /dev/zero never ends: the cap is what stops the read.
-        match r.read(Path::new("/dev"), "zero") {
+        // A regular file past the cap (sparse: no disk is written).
+        let d = dir_with(&[]);
+        let big = std::fs::File::create(d.path().join("huge")).expect("create");
+        big.set_len(MAX_FILE_BYTES as u64 + 1).expect("set_len");
+        match r.read(d.path(), "huge") {
             Err(ReadError::Io { path, source }) => {
-                assert_eq!(path, Path::new("/dev/zero"));
+                assert_eq!(path, d.path().join("huge"));
                 assert!(source.to_string().contains("longer than"), "{source}");
             }
             other => panic!("expected an I/O error, got {:?}", other.map(<[u8]>::len)),

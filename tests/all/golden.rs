@@ -411,3 +411,70 @@ fn a_large_node_gzips_to_its_plain_body_with_every_series_once() {
         );
     }
 }
+
+/// A FIFO and a link to /dev/zero where a container's memory.stat and cpu.stat belong (a
+/// hostile or broken tree): the collection finishes, counts two I/O errors, and only those
+/// files' series are missing.
+#[test]
+fn a_fifo_or_a_device_in_the_tree_costs_only_its_own_series() {
+    let (_tmp, cg) = pinned_tree("cgroup-v2/kubepods-systemd-containerd");
+    let container = walk_dirs(&cg)
+        .into_iter()
+        .find(|d| d.to_string_lossy().ends_with(".scope") && d.join("memory.stat").exists())
+        .expect("a container directory");
+    std::fs::remove_file(container.join("memory.stat")).expect("rm memory.stat");
+    nix::unistd::mkfifo(
+        &container.join("memory.stat"),
+        nix::sys::stat::Mode::S_IRUSR,
+    )
+    .expect("mkfifo");
+    std::fs::remove_file(container.join("cpu.stat")).expect("rm cpu.stat");
+    std::os::unix::fs::symlink("/dev/zero", container.join("cpu.stat")).expect("symlink");
+    let agent = agent_over(&cg, "[server]\nmin_collect_interval_ms = 0\n");
+    // On a thread, so that a hang fails the test instead of stopping it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(String::from_utf8(agent.scrape().to_vec()).expect("utf-8"));
+    });
+    let body = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the collection finished");
+    assert_eq!(
+        sample_value(&body, "podstat_read_errors_total", &["kind=\"io\""]),
+        Some(2.0)
+    );
+    let id = format!(
+        "id=\"/{}\"",
+        container
+            .strip_prefix(&cg)
+            .expect("under the root")
+            .display()
+    );
+    // That container's CPU and memory.stat series are gone, its other files still read.
+    assert_eq!(
+        sample_value(&body, "container_cpu_usage_seconds_total", &[&id]),
+        None
+    );
+    assert_eq!(sample_value(&body, "container_memory_rss", &[&id]), None);
+    assert!(sample_value(&body, "container_memory_usage_bytes", &[&id]).is_some());
+    // Every other container keeps its CPU series.
+    let others = body
+        .lines()
+        .filter(|l| l.starts_with("container_cpu_usage_seconds_total{") && !l.contains(&id))
+        .count();
+    assert!(others > 3, "{others}");
+}
+
+fn walk_dirs(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}

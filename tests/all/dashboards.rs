@@ -15,8 +15,8 @@ use serde_yaml::Value as Yaml;
 use crate::e2e_prometheus::{pod_list, query};
 use crate::fake_kubelet::{Behavior, FakeKubelet, TestCert};
 use crate::support::{
-    free_port, hierarchies, is_root, move_into, skip_unless, start_podstat, unique, wait_for,
-    which, CgroupGuard, ChildGuard, NetnsGuard,
+    hierarchies, is_root, move_into, skip_unless, unique, wait_for, which, CgroupGuard, ChildGuard,
+    NetnsGuard,
 };
 
 /// Panels whose queries return nothing on this machine, and why. Anything else must have data,
@@ -191,18 +191,7 @@ fn every_dashboard_query_returns_data_from_podstat() {
         ),
     )
     .expect("config");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let _podstat = start_podstat(
-        &[
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--listen",
-            &addr,
-            "--log-level",
-            "warn",
-        ],
-        &addr,
-    );
+    let (_podstat, addr) = crate::e2e_prometheus::start_configured_podstat(&config);
 
     // The shipped job, its discovery replaced by this agent and the node name given.
     let shipped = std::fs::read_to_string(

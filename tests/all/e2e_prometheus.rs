@@ -132,7 +132,7 @@ fn scalar(prom: &str, q: &str) -> Option<f64> {
 }
 
 /// Starts a podstat with `config` on a free loopback port; returns it and its address.
-fn start_configured_podstat(config: &std::path::Path) -> (ChildGuard, String) {
+pub fn start_configured_podstat(config: &std::path::Path) -> (ChildGuard, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let child = start_podstat(
         &[

@@ -523,7 +523,62 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         .discovery
         .raw_include
         .resolve(config.kubernetes.source);
+    if let Err((key, reason)) = check_ranges(&config) {
+        let (line, column) = key_position(text, key);
+        return Err(ConfigError::Invalid {
+            path: origin.to_owned(),
+            line,
+            column,
+            reason,
+        });
+    }
     Ok(config)
+}
+
+/// Values the types accept but the agent cannot work with: the offending key and why.
+fn check_ranges(c: &Config) -> Result<(), (&'static str, String)> {
+    use std::time::Duration;
+    let k = &c.kubernetes;
+    // 0s fetched the pod list in a loop (440 times in 10 s); seconds are sane, a tenth of one
+    // is the floor (tests use it to be quick).
+    let floor = Duration::from_millis(100);
+    if k.refresh_interval.0 < floor {
+        return Err(("refresh_interval", "must be at least 100ms".into()));
+    }
+    if k.min_refresh_interval.0 < floor {
+        return Err(("min_refresh_interval", "must be at least 100ms".into()));
+    }
+    for (key, d) in [
+        ("connect_timeout", k.connect_timeout.0),
+        ("request_timeout", k.request_timeout.0),
+    ] {
+        if d.is_zero() {
+            return Err((key, "must be longer than 0s".into()));
+        }
+    }
+    // Scrapes within this interval share one collection: past a minute they would be served
+    // numbers older than any scrape interval.
+    if c.server.min_collect_interval_ms > 60_000 {
+        return Err((
+            "min_collect_interval_ms",
+            "must be at most 60000 (one minute)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Where `key` is set in `text` (the first line that assigns it), else the start.
+fn key_position(text: &str, key: &str) -> (usize, usize) {
+    text.lines()
+        .enumerate()
+        .find_map(|(i, line)| {
+            let trimmed = line.trim_start();
+            let rest = trimmed.strip_prefix(key)?;
+            rest.trim_start()
+                .starts_with('=')
+                .then(|| (i + 1, line.len() - trimmed.len() + 1))
+        })
+        .unwrap_or((1, 1))
 }
 
 /// The embedded default, parsed once. It is a compile-time constant with every key present
@@ -698,6 +753,48 @@ mod tests {
             err.starts_with("t.toml:3:1: unknown field `lisen`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn values_the_agent_cannot_work_with_are_rejected_where_they_are_set() {
+        for (text, line, words) in [
+            (
+                "[kubernetes]\nrefresh_interval = \"0s\"\n",
+                2,
+                "at least 100ms",
+            ),
+            (
+                "[kubernetes]\n  min_refresh_interval = \"50ms\"\n",
+                2,
+                "at least 100ms",
+            ),
+            (
+                "[kubernetes]\nrequest_timeout = \"0s\"\n",
+                2,
+                "longer than 0s",
+            ),
+            (
+                "[server]\nmin_collect_interval_ms = 18446744073709551615\n",
+                2,
+                "at most 60000",
+            ),
+        ] {
+            match parse(text, "t.toml") {
+                Err(ConfigError::Invalid {
+                    line: l, reason, ..
+                }) => {
+                    assert_eq!(l, line, "{text}");
+                    assert!(reason.contains(words), "{text}: {reason}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // The bounds themselves are fine.
+        assert!(parse(
+            "[server]\nmin_collect_interval_ms = 60000\n[kubernetes]\nrefresh_interval = \"100ms\"\nmin_refresh_interval = \"100ms\"\n",
+            "t.toml"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -28,6 +28,21 @@ fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
     }
 }
 
+/// What the metadata source needs from the environment (the Downward API's NODE_NAME and
+/// HOST_IP) when the config leaves it out: checked at start and by --check-config alike.
+fn metadata_source_check(config: &Config) -> Result<(), String> {
+    match config.kubernetes.source {
+        MetadataSource::Kubelet => {
+            podstat::meta::kubelet::kubelet_url(&config.kubernetes).map(|_| ())
+        }
+        #[cfg(feature = "apiserver")]
+        MetadataSource::ApiServer => {
+            podstat::meta::apiserver::node_name(&config.kubernetes).map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     podstat::malloc_tuning::apply();
     let cli = Cli::parse();
@@ -37,8 +52,11 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &cli.check_config {
         return match config::load(path) {
-            Ok(c) => match podstat::policy::Policy::new(&c) {
-                Ok(_) => {
+            Ok(c) => match podstat::policy::Policy::new(&c)
+                .map_err(|e| e.to_string())
+                .and_then(|_| metadata_source_check(&c))
+            {
+                Ok(()) => {
                     println!("{}: ok", path.display());
                     ExitCode::SUCCESS
                 }
@@ -89,17 +107,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let source_check = match config.kubernetes.source {
-        MetadataSource::Kubelet => {
-            podstat::meta::kubelet::kubelet_url(&config.kubernetes).map(|_| ())
-        }
-        #[cfg(feature = "apiserver")]
-        MetadataSource::ApiServer => {
-            podstat::meta::apiserver::node_name(&config.kubernetes).map(|_| ())
-        }
-        _ => Ok(()),
-    };
-    if let Err(e) = source_check {
+    if let Err(e) = metadata_source_check(&config) {
         eprintln!("podstat: invalid config: {e}");
         return ExitCode::from(2);
     }

@@ -67,16 +67,48 @@ fn bad_config_exits_2_with_file_line_column() {
             "{err}"
         );
     }
-    // A kubelet source with no address to reach it.
+    // A kubelet source with no address to reach it: rejected at start and by --check-config,
+    // which checks the environment the agent would start in; with NODE_NAME set, both accept.
     std::fs::write(&path, "[kubernetes]\nsource = \"kubelet\"\n").expect("write");
+    for args in [
+        vec!["--check-config", path.to_str().expect("utf8")],
+        vec!["--config", path.to_str().expect("utf8"), "once"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_podstat"))
+            .args(&args)
+            .env_remove("HOST_IP")
+            .env_remove("NODE_NAME")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("HOST_IP or NODE_NAME"));
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_podstat"))
-        .args(["--config", path.to_str().expect("utf8"), "once"])
+        .args(["--check-config", path.to_str().expect("utf8")])
         .env_remove("HOST_IP")
-        .env_remove("NODE_NAME")
+        .env("NODE_NAME", "node-1")
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST_IP or NODE_NAME"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Values the types accept but the agent cannot work with, with where they are set.
+    for (text, at) in [
+        ("[kubernetes]\nrefresh_interval = \"0s\"\n", ":2:1:"),
+        (
+            "[server]\nmin_collect_interval_ms = 18446744073709551615\n",
+            ":2:1:",
+        ),
+    ] {
+        std::fs::write(&path, text).expect("write");
+        let out = podstat(&["--check-config", path.to_str().expect("utf8")]);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(at), "{text}: {err}");
+    }
 }
 
 #[test]

@@ -56,15 +56,23 @@ impl Policy {
         })
     }
 
+    /// Whether `target` is left out whatever its labels say (its row kind is off, or its path
+    /// is excluded): such a cgroup has no use for pod metadata, so it never asks for a fetch.
+    pub fn excludes_by_path(&self, target: &Target) -> bool {
+        match target.kind {
+            CgroupKind::Root => false,
+            CgroupKind::Qos if !self.qos_rows => true,
+            CgroupKind::Pod { .. } if !self.pod_rows => true,
+            _ => self.exclude_cgroups.is_match(&target.path),
+        }
+    }
+
     /// Whether `target` (with its resolved labels) is reported at all.
     pub fn keeps(&self, target: &Target, labels: &Resolved) -> bool {
-        match target.kind {
-            CgroupKind::Root => return true,
-            CgroupKind::Qos if !self.qos_rows => return false,
-            CgroupKind::Pod { .. } if !self.pod_rows => return false,
-            _ => {}
+        if target.kind == CgroupKind::Root {
+            return true;
         }
-        if self.exclude_cgroups.is_match(&target.path) {
+        if self.excludes_by_path(target) {
             return false;
         }
         if target.pod_uid().is_some() {

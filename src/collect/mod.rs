@@ -327,7 +327,8 @@ impl Engine {
             if fresh {
                 snapshot.labels_truncated += u64::from(labels.truncated);
             }
-            if labels.unknown && first_refresh_request(&target) {
+            if labels.unknown && !policy.excludes_by_path(&target) && first_refresh_request(&target)
+            {
                 snapshot.wants_metadata_refresh = true;
             }
             if !policy.keeps(&target, &labels) {

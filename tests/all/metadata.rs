@@ -782,3 +782,67 @@ fn apiserver_watch_lists_once_resumes_and_relists_on_gone() {
     assert!(scrape(&agent).contains("pod=\"postgres-ksx-0\""));
     drop(source);
 }
+
+/// A cgroup that `exclude_cgroups` leaves out never asks for a pod-list fetch, however many of
+/// them appear (each used to ask once, at most every min_refresh_interval); a new container
+/// that is reported still asks.
+#[test]
+fn excluded_cgroups_never_ask_for_metadata() {
+    let cert = TestCert::generate();
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
+    let node = node(&cert);
+    let pod_dir = node
+        .cgroup
+        .join("kubepods.slice/kubepods-pod5cec4eb5_edd9_4831_9ca3_5cfb04fc6d82.slice");
+    let sibling = std::fs::read_dir(&pod_dir)
+        .expect("pod dir")
+        .filter_map(Result::ok)
+        .find(|e| e.path().is_dir())
+        .expect("a container")
+        .path();
+    let config = config(
+        &node,
+        &kubelet.url(),
+        "refresh_interval = \"1h\"\nmin_refresh_interval = \"100ms\"\n\
+         [filters]\nexclude_cgroups = [\"**/cri-containerd-cd*.scope\"]\n",
+    );
+    let agent = Agent::new(&config).expect("agent");
+    let _loop = start_loop(&agent, &config);
+    wait_for(Duration::from_secs(5), || {
+        (agent.meta().health().pods == 3).then_some(())
+    })
+    .expect("first fetch");
+    // Whatever the existing cgroups ask for (the sandboxes, once) is asked and done.
+    scrape(&agent);
+    std::thread::sleep(Duration::from_millis(500));
+    let settled = kubelet.authorized.load(Ordering::SeqCst);
+    // Three excluded containers appear, one by one, each seen by several scrapes.
+    for i in 0..3 {
+        let id = format!("cd{i:02x}{}", "cd".repeat(30));
+        copy_pinned(
+            &sibling,
+            &pod_dir.join(format!("cri-containerd-{id}.scope")),
+        );
+        for _ in 0..3 {
+            let body = scrape(&agent);
+            assert!(!body.contains(&id), "an excluded cgroup is reported");
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+    assert_eq!(
+        kubelet.authorized.load(Ordering::SeqCst),
+        settled,
+        "excluded cgroups asked for the pod list"
+    );
+    // The control: a reported unknown container does ask.
+    let id = "ef".repeat(32);
+    copy_pinned(
+        &sibling,
+        &pod_dir.join(format!("cri-containerd-{id}.scope")),
+    );
+    scrape(&agent);
+    let asked = wait_for(Duration::from_secs(5), || {
+        (kubelet.authorized.load(Ordering::SeqCst) > settled).then_some(())
+    });
+    assert!(asked.is_some(), "a new reported container did not ask");
+}

@@ -34,6 +34,8 @@ pub enum FetchError {
     Tls(String),
     #[error("cannot reach the kubelet at {url}: {detail}")]
     Connect { url: String, detail: String },
+    #[error("TLS handshake with the kubelet at {url} failed: {detail} (check ca_file, or set insecure_skip_verify for a self-signed kubelet certificate)")]
+    Handshake { url: String, detail: String },
     #[error("the kubelet at {url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error("the kubelet at {url} answered HTTP {status}{hint}")]
@@ -53,7 +55,7 @@ impl FetchError {
     pub fn kind(&self) -> &'static str {
         match self {
             FetchError::Token { .. } => "token",
-            FetchError::Tls(_) => "tls",
+            FetchError::Tls(_) | FetchError::Handshake { .. } => "tls",
             FetchError::Connect { .. } => "connect",
             FetchError::Timeout { .. } => "timeout",
             FetchError::Http { .. } => "http",
@@ -240,14 +242,14 @@ impl KubeletClient {
         let url = self.url.clone();
         let max = self.max_bytes;
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| FetchError::Connect {
-                    url: url.clone(),
-                    detail: error_chain(&e),
-                })?;
+            let response = self.client.request(request).await.map_err(|e| {
+                let (url, detail) = (url.clone(), error_chain(&e));
+                if is_tls_failure(&e) {
+                    FetchError::Handshake { url, detail }
+                } else {
+                    FetchError::Connect { url, detail }
+                }
+            })?;
             let status = response.status();
             if !status.is_success() {
                 return Err(FetchError::Http {
@@ -295,6 +297,26 @@ fn read_token(path: &Path) -> Result<HeaderValue, FetchError> {
             "the token is not a valid header value",
         ),
     })
+}
+
+/// Whether the TLS layer refused the connection (a certificate from another CA, an expired
+/// one, a protocol mismatch): rustls' error somewhere in the chain. The connector wraps it in
+/// I/O errors (twice), whose `source()` skips the wrapped error itself, so those are opened
+/// with `get_ref`.
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

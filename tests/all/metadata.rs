@@ -344,7 +344,9 @@ fn certificate_checks_and_the_insecure_opt_in() {
     let config_strict = config(&node, &kubelet.url(), "");
     let agent = Agent::new(&config_strict).expect("agent");
     let err = fetch(&agent, &config_strict).expect_err("untrusted certificate");
-    assert_eq!(err.kind(), "connect", "{err}");
+    // The handshake's failure, not "cannot connect" (which was counted before).
+    assert_eq!(err.kind(), "tls", "{err}");
+    assert!(err.to_string().contains("check ca_file"), "{err}");
     assert!(
         err.to_string().to_lowercase().contains("certificate"),
         "{err}"
@@ -845,4 +847,16 @@ fn excluded_cgroups_never_ask_for_metadata() {
         (kubelet.authorized.load(Ordering::SeqCst) > settled).then_some(())
     });
     assert!(asked.is_some(), "a new reported container did not ask");
+}
+
+/// A kubelet that is not there at all is a `connect` error, not a `tls` one (the handshake
+/// failure is, in `certificate_checks_and_the_insecure_opt_in`).
+#[test]
+fn a_kubelet_that_is_not_listening_is_a_connect_error() {
+    let node = node(&TestCert::generate());
+    let closed = format!("https://127.0.0.1:{}/pods", crate::support::free_port());
+    let config = config(&node, &closed, "");
+    let agent = Agent::new(&config).expect("agent");
+    let err = fetch(&agent, &config).expect_err("nothing listens");
+    assert_eq!(err.kind(), "connect", "{err}");
 }

@@ -76,7 +76,7 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], rootfs: &Path) {
             }
         },
         Err(e) => {
-            ctx.record_error("read failed", e.path(), &e);
+            ctx.record_read_error("read failed", &e);
             Vec::new()
         }
     };
@@ -136,7 +136,7 @@ fn host_filesystems(ctx: &mut Ctx) -> Vec<Filesystem> {
             Vec::new()
         }),
         Err(e) => {
-            ctx.record_error("read failed", e.path(), &e);
+            ctx.record_read_error("read failed", &e);
             Vec::new()
         }
     }

@@ -92,7 +92,7 @@ fn host_figure<T: Copy>(
 }
 
 fn report(ctx: &mut Ctx, e: &ReadError) {
-    ctx.record_error("read failed", e.path(), e);
+    ctx.record_read_error("read failed", e);
 }
 
 #[cfg(test)]

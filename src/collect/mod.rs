@@ -239,6 +239,17 @@ impl Ctx {
         self.collector_failed = true;
         tracing::warn!(collector = self.collector, file = %path.display(), error = %error, "{what}");
     }
+
+    /// Records a file that could not be read (not one that was read and not understood):
+    /// `io`, or `vanished` when its cgroup or process went away meanwhile.
+    pub fn record_read_error(&mut self, what: &str, error: &ReadError) {
+        match error {
+            ReadError::Vanished(_) => self.errors.vanished += 1,
+            _ => self.errors.io += 1,
+        }
+        self.collector_failed = true;
+        tracing::warn!(collector = self.collector, file = %error.path().display(), error = %error, "{what}");
+    }
 }
 
 /// Runs a full collection: discovery, every enabled collector over every target, network per

@@ -91,7 +91,10 @@ enum Through {
     HostNetwork,
     /// The process exited before its `net/dev` could be read.
     Gone,
+    /// Its `net/dev` was read but not understood.
     Failed(PathBuf, String),
+    /// Its `net/dev` could not be read.
+    Unreadable(ReadError),
 }
 
 /// Reads the interfaces of `pid`'s network namespace, `pid` being a process of `target`.
@@ -109,7 +112,7 @@ fn read_through(ctx: &mut Ctx, target: &Target, pid: u32, host_netns: Option<&Pa
                 }
             }),
             Ok(None) | Err(ReadError::Missing(_) | ReadError::Vanished(_)) => return Through::Gone,
-            Err(e) => return Through::Failed(probe.net_dir.join("dev"), e.to_string()),
+            Err(e) => return Through::Unreadable(e),
         };
         match parsed {
             Ok(()) => Through::Interfaces(interfaces),
@@ -209,6 +212,7 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected
         match read_through(ctx, &target, 1, None) {
             Through::Interfaces(interfaces) => samples[row].stats.network = interfaces,
             Through::Failed(path, e) => ctx.record_error("network read failed", &path, &e),
+            Through::Unreadable(e) => ctx.record_read_error("network read failed", &e),
             Through::HostNetwork | Through::Gone => {}
         }
     }
@@ -244,6 +248,10 @@ fn pod_network(
                     Through::HostNetwork => return None,
                     Through::Failed(path, e) => {
                         ctx.record_error("network read failed", &path, &e);
+                        return None;
+                    }
+                    Through::Unreadable(e) => {
+                        ctx.record_read_error("network read failed", &e);
                         return None;
                     }
                     Through::Gone => {}

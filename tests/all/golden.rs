@@ -478,3 +478,43 @@ fn walk_dirs(root: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A host file that cannot be read (here /proc/diskstats is a directory) counts as an I/O
+/// error, not as one that was read and not understood.
+#[test]
+fn an_unreadable_host_file_is_an_io_error_not_a_parse_error() {
+    let (tmp, cg) = pinned_tree("cgroup-v2/kubepods-systemd-containerd");
+    let proc_root = tmp.path().join("proc");
+    copy_pinned(&fixtures().join("proc-node"), &proc_root);
+    std::fs::remove_file(proc_root.join("diskstats")).expect("rm diskstats");
+    std::fs::create_dir(proc_root.join("diskstats")).expect("mkdir diskstats");
+    let toml = format!(
+        "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n\
+         machine_id_file = {:?}\nos_release_file = {:?}\n",
+        cg,
+        proc_root,
+        fixtures().join("sys-node"),
+        fixtures().join("etc-node/machine-id"),
+        fixtures().join("etc-node/os-release"),
+    );
+    let config = podstat::config::parse(&toml, "test").expect("config");
+    let agent = podstat::agent::Agent::new(&config).expect("agent");
+    let body = String::from_utf8(agent.scrape().to_vec()).expect("utf-8");
+    let errors = |kind: &str| {
+        sample_value(
+            &body,
+            "podstat_read_errors_total",
+            &[&format!("kind=\"{kind}\"")],
+        )
+    };
+    assert_eq!(errors("io"), Some(1.0), "{body}");
+    assert_eq!(errors("parse"), Some(0.0));
+    assert_eq!(
+        sample_value(
+            &body,
+            "podstat_collector_success",
+            &["collector=\"filesystem\""]
+        ),
+        Some(0.0)
+    );
+}

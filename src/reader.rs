@@ -15,7 +15,6 @@ use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::config::MaxOpenFiles;
@@ -53,56 +52,70 @@ pub struct FdBudget {
     limit: usize,
 }
 
-/// The descriptors the caches hold: how many, and which numbers. The numbers let the
+/// The descriptors the caches hold: which numbers, and so how many. The numbers let the
 /// process_files collector count podstat's own descriptors without a readlink for each kept
 /// cgroup file (it knows they are not sockets): at 1,000 containers that is ~19,000 readlinks,
 /// about half a scrape's CPU, spent by podstat on looking at itself.
 #[derive(Debug, Default)]
-struct Kept {
-    open: AtomicUsize,
+struct Kept(Mutex<KeptSet>);
+
+#[derive(Debug, Default)]
+struct KeptSet {
     /// One bit per descriptor number.
-    numbers: Mutex<Vec<u64>>,
+    bits: Vec<u64>,
+    /// The bits set.
+    count: usize,
 }
 
 impl Kept {
-    fn set(&self, fd: usize, on: bool) {
-        let mut bits = self.numbers.lock().unwrap_or_else(PoisonError::into_inner);
+    fn set(&self) -> MutexGuard<'_, KeptSet> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl KeptSet {
+    fn insert(&mut self, fd: usize) {
         let (word, bit) = (fd / 64, 1u64 << (fd % 64));
-        if bits.len() <= word {
-            if !on {
-                return;
-            }
-            bits.resize(word + 1, 0);
+        if self.bits.len() <= word {
+            self.bits.resize(word + 1, 0);
         }
-        if on {
-            bits[word] |= bit;
-        } else {
-            bits[word] &= !bit;
+        if self.bits[word] & bit == 0 {
+            self.bits[word] |= bit;
+            self.count += 1;
+        }
+    }
+
+    fn remove(&mut self, fd: usize) {
+        let (word, bit) = (fd / 64, 1u64 << (fd % 64));
+        if let Some(w) = self.bits.get_mut(word).filter(|w| **w & bit != 0) {
+            *w &= !bit;
+            self.count -= 1;
         }
     }
 }
 
 /// The descriptor numbers the caches hold open, fixed while this is held: closing a kept
 /// descriptor waits for it (so the holder must not close one itself).
-pub struct KeptNumbers<'a>(MutexGuard<'a, Vec<u64>>);
+pub struct KeptNumbers<'a>(MutexGuard<'a, KeptSet>);
 
 impl KeptNumbers<'_> {
     pub fn contains(&self, fd: usize) -> bool {
         self.0
+            .bits
             .get(fd / 64)
             .is_some_and(|word| word & (1u64 << (fd % 64)) != 0)
     }
 
     pub fn count(&self) -> u64 {
-        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+        self.0.count as u64
     }
 
     /// One past the highest kept number (0 when none is kept).
     pub fn end(&self) -> usize {
-        self.0
-            .iter()
+        let bits = &self.0.bits;
+        bits.iter()
             .rposition(|w| *w != 0)
-            .map_or(0, |i| i * 64 + 64 - self.0[i].leading_zeros() as usize)
+            .map_or(0, |i| i * 64 + 64 - bits[i].leading_zeros() as usize)
     }
 }
 
@@ -166,17 +179,12 @@ impl FdBudget {
 
     /// Descriptors held open by file caches now.
     pub fn in_use(&self) -> usize {
-        self.kept.open.load(Ordering::Relaxed)
+        self.kept.set().count
     }
 
     /// Which descriptor numbers the caches hold. Dropping a kept file waits while this is held.
     pub fn kept_numbers(&self) -> KeptNumbers<'_> {
-        KeptNumbers(
-            self.kept
-                .numbers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        KeptNumbers(self.kept.set())
     }
 
     pub fn limit(&self) -> usize {
@@ -185,13 +193,12 @@ impl FdBudget {
 
     /// Keeps `file` when the budget has room.
     fn try_keep(&self, file: File) -> Option<KeptFile> {
-        // One thread collects at a time, so a load-then-add race cannot overshoot by more
-        // than the number of collecting threads (one).
-        if self.kept.open.load(Ordering::Relaxed) >= self.limit {
+        let mut set = self.kept.set();
+        if set.count >= self.limit {
             return None;
         }
-        self.kept.open.fetch_add(1, Ordering::Relaxed);
-        self.kept.set(fd_number(&file), true);
+        set.insert(fd_number(&file));
+        drop(set);
         Some(KeptFile {
             file,
             budget: Arc::clone(&self.kept),
@@ -214,8 +221,7 @@ impl Drop for KeptFile {
     fn drop(&mut self) {
         // The number is cleared before the descriptor closes (the field drops after this), so
         // a number reused by a new socket is never taken for a kept file.
-        self.budget.set(fd_number(&self.file), false);
-        self.budget.open.fetch_sub(1, Ordering::Relaxed);
+        self.budget.set().remove(fd_number(&self.file));
     }
 }
 

@@ -102,9 +102,7 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], rootfs: &Path) {
 /// The filesystem on device `dev` (an `st_dev`) among the host's reported ones: its device
 /// label and its capacity (once its usage was measured).
 pub fn backing(ctx: &Ctx, dev: u64) -> Option<(Arc<str>, u64)> {
-    // glibc's encoding of dev_t (gnu_dev_major / gnu_dev_minor).
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let (_, mounts) = ctx.fs.mounts.as_ref()?;
     let fs = mounts
         .iter()

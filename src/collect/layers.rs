@@ -86,17 +86,16 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], rootfs: &Path) {
     ctx.layers
         .layers
         .retain(|path, _| live.contains(path.as_str()));
-    let dirs: Vec<PathBuf> = ctx
+    let dirs: HashSet<&Path> = ctx
         .layers
         .layers
         .values()
         .flatten()
-        .map(|l| l.dir.clone())
+        .map(|l| l.dir.as_path())
         .collect();
-    walk_in_background(&ctx.layers.walks, dirs);
+    walk_in_background(&ctx.layers.walks, &dirs);
 
-    let walks = Arc::clone(&ctx.layers.walks);
-    let walks = walks.lock().unwrap_or_else(|p| p.into_inner());
+    let walks = ctx.layers.walks.lock().unwrap_or_else(|p| p.into_inner());
     for sample in samples.iter_mut() {
         let Some(Some(layer)) = ctx.layers.layers.get(&sample.target.path) else {
             continue;
@@ -132,22 +131,24 @@ fn has_layer(kind: &CgroupKind) -> bool {
     )
 }
 
-/// Starts a walk of the layers that are due on a thread of its own, unless one is running;
-/// forgets the walks of layers that are gone.
-fn walk_in_background(table: &Arc<Mutex<WalkTable>>, dirs: Vec<PathBuf>) {
+/// Starts a walk of the layers of `dirs` that are due on a thread of its own, unless one is
+/// running; forgets the walks of layers that are gone. Only the due ones are copied: this
+/// runs at every scrape.
+fn walk_in_background(table: &Arc<Mutex<WalkTable>>, dirs: &HashSet<&Path>) {
     let due: Vec<PathBuf> = {
         let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
-        t.by_dir.retain(|dir, _| dirs.contains(dir));
+        t.by_dir.retain(|dir, _| dirs.contains(dir.as_path()));
         if t.in_flight {
             return;
         }
         let due: Vec<PathBuf> = dirs
-            .into_iter()
+            .iter()
             .filter(|d| {
                 t.by_dir
-                    .get(d)
+                    .get(**d)
                     .is_none_or(|(at, _)| at.elapsed() >= WALK_PERIOD)
             })
+            .map(|d| d.to_path_buf())
             .collect();
         if due.is_empty() {
             return;

@@ -15,8 +15,8 @@ use serde_yaml::Value as Yaml;
 use crate::e2e_prometheus::{pod_list, query};
 use crate::fake_kubelet::{Behavior, FakeKubelet, TestCert};
 use crate::support::{
-    hierarchies, is_root, move_into, skip_unless, unique, wait_for, which, CgroupGuard, ChildGuard,
-    NetnsGuard,
+    hierarchies, is_root, make_cgroups, move_into, skip_unless, unique, wait_for, which,
+    ChildGuard, NetnsGuard,
 };
 
 /// Panels whose queries return nothing on this machine, and why. Anything else must have data,
@@ -118,16 +118,14 @@ fn every_dashboard_query_returns_data_from_podstat() {
     let id = format!("{:056x}{:08x}", std::process::id(), 0xda);
     let pod_rel = format!("{top}/kubepods/burstable/pod{uid}");
     let rel = format!("{pod_rel}/{id}");
-    let mut cgroups = CgroupGuard { dirs: Vec::new() };
+    // Every level of the path, parents first.
+    let rels: Vec<String> = rel
+        .match_indices('/')
+        .map(|(i, _)| rel[..i].to_owned())
+        .chain([rel.clone()])
+        .collect();
+    let cgroups = make_cgroups(&hierarchies, &rels);
     for h in &hierarchies {
-        let mut dir = h.clone();
-        for part in rel.split('/') {
-            dir.push(part);
-            if !dir.exists() {
-                std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-                cgroups.dirs.push(dir.clone());
-            }
-        }
         let c = h.join(&rel);
         if c.join("cpu.cfs_quota_us").exists() {
             std::fs::write(c.join("cpu.cfs_quota_us"), "20000").expect("quota");
@@ -194,17 +192,8 @@ fn every_dashboard_query_returns_data_from_podstat() {
     let (_podstat, addr) = crate::e2e_prometheus::start_configured_podstat(&config);
 
     // The shipped job, its discovery replaced by this agent and the node name given.
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("daemonset/prometheus-scrape-config.yaml"),
-    )
-    .expect("scrape config");
-    let mut job = serde_yaml::from_str::<Yaml>(&shipped).expect("yaml")[0].clone();
+    let mut job = crate::deploy::shipped_job_with_static_target(&addr);
     let map = job.as_mapping_mut().expect("job");
-    map.remove("kubernetes_sd_configs");
-    map.insert(
-        "static_configs".into(),
-        serde_yaml::from_str(&format!("[{{targets: ['{addr}']}}]")).expect("static"),
-    );
     map.insert("scrape_interval".into(), "1s".into());
     map.insert("scrape_timeout".into(), "1s".into());
     let relabels = map

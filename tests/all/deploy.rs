@@ -313,12 +313,26 @@ fn the_plain_scrape_config_is_one_prometheus_accepts() {
     ) {
         return;
     }
+    // promtool checks the rest of the job: relabelings, limits, names.
+    let job = shipped_job_with_static_target("127.0.0.1:9780");
+    let mut config = serde_yaml::Mapping::new();
+    config.insert("scrape_configs".into(), Value::Sequence(vec![job.clone()]));
+    let config = serde_yaml::to_string(&config).expect("config text");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(tmp.path().join("prometheus.yml"), config).expect("write");
+    promtool(&["check", "config", "prometheus.yml"], tmp.path());
+    // The same job name and relabelings as the monitors.
+    assert_eq!(job["job_name"], "kubelet");
+    assert_eq!(job["honor_labels"], true);
+}
+
+/// The shipped plain scrape job (`prometheus-scrape-config.yaml`) with its Kubernetes pod
+/// discovery, checked here, replaced by a static target. Debian's Prometheus is built without
+/// Kubernetes service discovery, so its promtool rejects the key and its server cannot run it.
+pub fn shipped_job_with_static_target(target: &str) -> Value {
     let jobs = std::fs::read_to_string(dir().join("prometheus-scrape-config.yaml"))
         .expect("scrape config");
     let mut job: Value = serde_yaml::from_str::<Value>(&jobs).expect("yaml")[0].clone();
-    // Debian's Prometheus is built without Kubernetes service discovery, so its promtool
-    // rejects the key: the discovery is checked here, and promtool checks the rest of the job
-    // (relabelings, limits, names) with a static target in its place.
     let sd = seq(&job["kubernetes_sd_configs"], "kubernetes_sd_configs").clone();
     assert_eq!(sd.len(), 1);
     assert_eq!(sd[0]["role"], "pod");
@@ -330,15 +344,7 @@ fn the_plain_scrape_config_is_one_prometheus_accepts() {
     map.remove("kubernetes_sd_configs");
     map.insert(
         "static_configs".into(),
-        serde_yaml::from_str("[{targets: ['127.0.0.1:9780']}]").expect("static"),
+        serde_yaml::from_str(&format!("[{{targets: ['{target}']}}]")).expect("static"),
     );
-    let mut config = serde_yaml::Mapping::new();
-    config.insert("scrape_configs".into(), Value::Sequence(vec![job.clone()]));
-    let config = serde_yaml::to_string(&config).expect("config text");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    std::fs::write(tmp.path().join("prometheus.yml"), config).expect("write");
-    promtool(&["check", "config", "prometheus.yml"], tmp.path());
-    // The same job name and relabelings as the monitors.
-    assert_eq!(job["job_name"], "kubelet");
-    assert_eq!(job["honor_labels"], true);
+    job
 }

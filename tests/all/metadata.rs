@@ -68,6 +68,21 @@ fn config(node: &Node, url: &str, extra: &str) -> Config {
     podstat::config::parse(&toml, "test").expect("config")
 }
 
+/// The cgroup directory of a pod the kubelet lists (postgres-ksx-0), and one of its
+/// containers', to copy as a new container of that pod.
+fn known_pod_and_container(node: &Node) -> (PathBuf, PathBuf) {
+    let pod_dir = node
+        .cgroup
+        .join("kubepods.slice/kubepods-pod5cec4eb5_edd9_4831_9ca3_5cfb04fc6d82.slice");
+    let container = std::fs::read_dir(&pod_dir)
+        .expect("pod dir")
+        .filter_map(Result::ok)
+        .find(|e| e.path().is_dir())
+        .expect("a container")
+        .path();
+    (pod_dir, container)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -424,16 +439,9 @@ fn unknown_container_triggers_one_early_fetch() {
     let node = node(&cert);
     // A new container cgroup in a known pod, not yet in the pod list.
     let new_id = "ab".repeat(32);
-    let pod_dir = node
-        .cgroup
-        .join("kubepods.slice/kubepods-pod5cec4eb5_edd9_4831_9ca3_5cfb04fc6d82.slice");
-    let sibling = std::fs::read_dir(&pod_dir)
-        .expect("pod dir")
-        .filter_map(Result::ok)
-        .find(|e| e.path().is_dir())
-        .expect("a container");
+    let (pod_dir, sibling) = known_pod_and_container(&node);
     copy_pinned(
-        &sibling.path(),
+        &sibling,
         &pod_dir.join(format!("cri-containerd-{new_id}.scope")),
     );
     let config = config(
@@ -793,15 +801,7 @@ fn excluded_cgroups_never_ask_for_metadata() {
     let cert = TestCert::generate();
     let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
     let node = node(&cert);
-    let pod_dir = node
-        .cgroup
-        .join("kubepods.slice/kubepods-pod5cec4eb5_edd9_4831_9ca3_5cfb04fc6d82.slice");
-    let sibling = std::fs::read_dir(&pod_dir)
-        .expect("pod dir")
-        .filter_map(Result::ok)
-        .find(|e| e.path().is_dir())
-        .expect("a container")
-        .path();
+    let (pod_dir, sibling) = known_pod_and_container(&node);
     let config = config(
         &node,
         &kubelet.url(),

@@ -3,12 +3,11 @@
 //! container with 1,000 processes (`cgroup.procs` over a page), and a pod whose processes exit
 //! and are replaced while it is scraped. Needs root (skips loudly otherwise; fails under CI).
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    hierarchies, is_root, move_into, sample_value, skip_unless, unique, which, CgroupGuard,
+    hierarchies, is_root, make_cgroups, move_into, sample_value, skip_unless, unique, which,
     ChildGuard, NetnsGuard,
 };
 
@@ -22,26 +21,6 @@ const LAYER_POD_UID: &str = "5ca1e004-4b5a-4968-8778-695a4b3c2d1e";
 /// tests make container cgroups of their own).
 fn container_id(tag: u32) -> String {
     format!("{:056x}{tag:08x}", std::process::id())
-}
-
-/// Makes `rels` (parents first) in every hierarchy, removed by the returned guard.
-fn make_cgroups(hierarchies: &[PathBuf], rels: &[String]) -> CgroupGuard {
-    let mut guard = CgroupGuard { dirs: Vec::new() };
-    for h in hierarchies {
-        for rel in rels {
-            let dir = h.join(rel);
-            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-            guard.dirs.push(dir);
-            if hierarchies.len() == 1 {
-                // Pure v2: enable the controllers for the children (leaves refuse, harmlessly).
-                let _ = std::fs::write(
-                    h.join(rel).join("cgroup.subtree_control"),
-                    "+cpu +memory +pids +io",
-                );
-            }
-        }
-    }
-    guard
 }
 
 /// An agent in the test process. Its descriptor budget is small because every agent of the

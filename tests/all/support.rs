@@ -228,6 +228,26 @@ pub fn hierarchies() -> Vec<PathBuf> {
     }
 }
 
+/// Makes `rels` (parents first) in every hierarchy, removed by the returned guard.
+pub fn make_cgroups(hierarchies: &[PathBuf], rels: &[String]) -> CgroupGuard {
+    let mut guard = CgroupGuard { dirs: Vec::new() };
+    for h in hierarchies {
+        for rel in rels {
+            let dir = h.join(rel);
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            guard.dirs.push(dir);
+            if hierarchies.len() == 1 {
+                // Pure v2: enable the controllers for the children (leaves refuse, harmlessly).
+                let _ = std::fs::write(
+                    h.join(rel).join("cgroup.subtree_control"),
+                    "+cpu +memory +pids +io",
+                );
+            }
+        }
+    }
+    guard
+}
+
 pub fn move_into(hierarchies: &[PathBuf], rel: &str, pid: u32) {
     for h in hierarchies {
         std::fs::write(h.join(rel).join("cgroup.procs"), pid.to_string())

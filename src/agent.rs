@@ -19,6 +19,7 @@ use crate::discovery::CgroupLayout;
 use bytes::Bytes;
 
 use crate::config::MetadataSource;
+use crate::expose::connections::Connections;
 use crate::expose::encode::Encoder;
 use crate::expose::gzip::{GzipCarry, HintedGzip, LineHint};
 use crate::expose::names::{self, FamilyCursor};
@@ -215,6 +216,8 @@ pub struct Agent {
     ready: AtomicBool,
     health: Mutex<ReaderHealth>,
     gzip_carry: Arc<Mutex<GzipCarry>>,
+    /// The listener's connections, for their self-metrics (set when serving).
+    http: OnceLock<Arc<Connections>>,
     pub mode: &'static str,
 }
 
@@ -292,6 +295,7 @@ impl Agent {
             ready: AtomicBool::new(false),
             health: Mutex::new(ReaderHealth::default()),
             gzip_carry: Arc::default(),
+            http: OnceLock::new(),
             mode,
         })
     }
@@ -323,6 +327,9 @@ impl Agent {
         let mut enc = Encoder::new(Vec::with_capacity(8 * 1024));
         selfmetrics::encode_machine(&mut enc, &snapshot, &self.policy.drop_metrics);
         selfmetrics::encode_self(&mut enc, &snapshot, &inner.totals, self.mode);
+        if let Some(http) = self.http.get() {
+            selfmetrics::encode_http(&mut enc, &http.stats());
+        }
         let meta_health = self.meta.health();
         if meta_health.source != "none" {
             selfmetrics::encode_metadata(&mut enc, &meta_health);
@@ -348,6 +355,11 @@ impl Agent {
         });
         inner.last = Some(Arc::clone(&rendered));
         rendered
+    }
+
+    /// Reports the listener's connection counters in the self-metrics.
+    pub fn report_connections(&self, connections: &Arc<Connections>) {
+        let _ = self.http.set(Arc::clone(connections));
     }
 
     /// How long a collection is served to later scrapes.

@@ -35,6 +35,10 @@ pub struct Cli {
     /// sysfs, for block device names (paths.sys_root).
     #[arg(long, value_name = "DIR")]
     pub sys_root: Option<PathBuf>,
+    /// Web config file, Prometheus exporter-toolkit format: TLS and basic auth for the
+    /// listener (server.web_config_file).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Log format (log.format).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -77,6 +81,9 @@ impl Cli {
         }
         if let Some(v) = &self.sys_root {
             config.paths.sys_root = v.clone();
+        }
+        if let Some(v) = &self.web_config_file {
+            config.server.web_config_file = v.clone();
         }
         if let Some(v) = self.log_format {
             config.log.format = v;

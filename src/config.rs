@@ -209,6 +209,15 @@ pub struct ServerConfig {
     pub gzip: bool,
     #[serde(default = "defaults::min_collect_interval_ms")]
     pub min_collect_interval_ms: u64,
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Empty: none.
+    #[serde(default = "defaults::web_config_file")]
+    pub web_config_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -556,6 +565,23 @@ fn check_ranges(c: &Config) -> Result<(), (&'static str, String)> {
             return Err((key, "must be longer than 0s".into()));
         }
     }
+    let s = &c.server;
+    if s.max_connections == 0 {
+        return Err(("max_connections", "must be at least 1".into()));
+    }
+    // Beyond this the connections' descriptors would crowd out the cgroup files they are set
+    // apart from (RLIMIT_NOFILE is often 1024 soft); a node has a few scrapers.
+    if s.max_connections > 10_000 {
+        return Err(("max_connections", "must be at most 10000".into()));
+    }
+    for (key, d) in [
+        ("header_read_timeout", s.header_read_timeout.0),
+        ("idle_timeout", s.idle_timeout.0),
+    ] {
+        if d < floor {
+            return Err((key, "must be at least 100ms".into()));
+        }
+    }
     // Scrapes within this interval share one collection: past a minute they would be served
     // numbers older than any scrape interval.
     if c.server.min_collect_interval_ms > 60_000 {
@@ -612,6 +638,10 @@ defaults! {
     listen: SocketAddr = server.listen;
     gzip: bool = server.gzip;
     min_collect_interval_ms: u64 = server.min_collect_interval_ms;
+    max_connections: usize = server.max_connections;
+    header_read_timeout: HumanDuration = server.header_read_timeout;
+    idle_timeout: HumanDuration = server.idle_timeout;
+    web_config_file: PathBuf = server.web_config_file;
     cgroup_root: PathBuf = paths.cgroup_root;
     proc_root: PathBuf = paths.proc_root;
     sys_root: PathBuf = paths.sys_root;

@@ -10,6 +10,9 @@ use clap::Parser;
 use podstat::agent::Agent;
 use podstat::cli::{Cli, Command};
 use podstat::config::{self, Config, MetadataSource};
+use podstat::expose::connections::{Connections, Limits};
+use podstat::expose::server::Server;
+use podstat::expose::webconfig::{BasicAuth, WebConfigWatch};
 
 fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
     let loaded = match &cli.config {
@@ -43,6 +46,15 @@ fn metadata_source_check(config: &Config) -> Result<(), String> {
     }
 }
 
+/// Every check the agent makes of its config before serving, for --check-config (so "ok"
+/// means the agent will start) and for the start itself.
+fn full_check(config: &Config) -> Result<(), String> {
+    podstat::policy::Policy::new(config).map_err(|e| e.to_string())?;
+    metadata_source_check(config)?;
+    WebConfigWatch::new(&config.server.web_config_file).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     podstat::malloc_tuning::apply();
     let cli = Cli::parse();
@@ -52,10 +64,7 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &cli.check_config {
         return match config::load(path) {
-            Ok(c) => match podstat::policy::Policy::new(&c)
-                .map_err(|e| e.to_string())
-                .and_then(|_| metadata_source_check(&c))
-            {
+            Ok(c) => match full_check(&c) {
                 Ok(()) => {
                     println!("{}: ok", path.display());
                     ExitCode::SUCCESS
@@ -111,6 +120,17 @@ fn main() -> ExitCode {
         eprintln!("podstat: invalid config: {e}");
         return ExitCode::from(2);
     }
+    let web = if cli.command.is_none() {
+        match WebConfigWatch::new(&config.server.web_config_file) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("podstat: invalid config: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        WebConfigWatch::none()
+    };
     let agent = match Agent::new(&config) {
         Ok(a) => Arc::new(a),
         Err(e @ podstat::agent::StartError::Config(_)) => {
@@ -161,7 +181,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    match serve(agent, &config) {
+    match serve(agent, &config, web) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "podstat stopped");
@@ -235,21 +255,40 @@ fn fetch_plain(url: &str) -> anyhow::Result<String> {
     })
 }
 
-fn serve(agent: Arc<Agent>, config: &Config) -> anyhow::Result<()> {
+fn serve(agent: Arc<Agent>, config: &Config, web: WebConfigWatch) -> anyhow::Result<()> {
     use anyhow::Context;
-    // One thread serves HTTP, collects for /metrics (see `server::handle` for why not on the
-    // blocking pool) and runs the metadata source; the pool decodes pod lists and warms up.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .max_blocking_threads(4)
+    // Two workers: a collection for /metrics runs on one (`server::run_blocking`) while the
+    // other answers health probes and runs the metadata source; the blocking pool decodes pod
+    // lists, warms up and takes over a worker's queue while it collects.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
         .thread_keep_alive(std::time::Duration::from_secs(3600))
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
+        let listener = listen(config.server.listen)
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        tracing::info!(listen = %listener.local_addr()?, "serving /metrics");
+        let connections = Connections::new(Limits {
+            max: config.server.max_connections,
+            header_timeout: config.server.header_read_timeout.0,
+            idle_timeout: config.server.idle_timeout.0,
+        });
+        agent.report_connections(&connections);
+        let server = Arc::new(Server {
+            agent: Arc::clone(&agent),
+            gzip: config.server.gzip,
+            connections,
+            web,
+            auth: BasicAuth::default(),
+        });
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            tls = server.web.current().tls.is_some(),
+            basic_auth = server.web.current().auth_required(),
+            "serving /metrics"
+        );
         match config.kubernetes.source {
             MetadataSource::None => {}
             MetadataSource::Kubelet => {
@@ -277,10 +316,25 @@ fn serve(agent: Arc<Agent>, config: &Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || {
             warm.scrape();
         });
-        podstat::expose::server::serve(agent, listener, config.server.gzip, shutdown_signal())
+        podstat::expose::server::serve(server, listener, shutdown_signal())
             .await
             .context("server failed")
     })
+}
+
+/// The listening socket, with a deep accept queue: under a connection flood, a full queue
+/// makes the kernel drop SYNs, and each dropped one costs its client (a scraper too) a 1 s
+/// retransmit. Queued connections hold no descriptor of podstat's. The kernel caps the depth
+/// at net.core.somaxconn.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
 }
 
 async fn shutdown_signal() {

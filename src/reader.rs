@@ -119,7 +119,8 @@ impl KeptNumbers<'_> {
     }
 }
 
-/// Descriptors left for sockets, logs and reads outside the caches.
+/// Descriptors left for logs, the kubelet connection, the listener and reads outside the
+/// caches; the HTTP connections get their own share on top ([`FdBudget::from_config`]).
 const FD_RESERVE: u64 = 256;
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit and returns the new soft limit. podstat
@@ -139,12 +140,16 @@ impl FdBudget {
     /// reserve). `Auto` also keeps the kernel memory of kept descriptors inside podstat's own
     /// memory limit, looked up through `proc_root` (see [`crate::memlimit`]); `Count(0)` is the
     /// RLIMIT alone. Logs what it chose.
-    pub fn from_config(configured: MaxOpenFiles, proc_root: &Path) -> FdBudget {
+    ///
+    /// `connections` descriptors (`[server] max_connections`) are set apart as well, so no
+    /// number of HTTP clients can take a descriptor from the caches, nor the caches from them.
+    pub fn from_config(configured: MaxOpenFiles, proc_root: &Path, connections: usize) -> FdBudget {
         use nix::sys::resource::{getrlimit, Resource};
         let soft = getrlimit(Resource::RLIMIT_NOFILE)
             .map(|(soft, _)| soft)
             .unwrap_or(1024);
-        let allowed = usize::try_from(soft.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+        let reserve = FD_RESERVE.saturating_add(u64::try_from(connections).unwrap_or(u64::MAX));
+        let allowed = usize::try_from(soft.saturating_sub(reserve)).unwrap_or(usize::MAX);
         let memory = (configured == MaxOpenFiles::Auto)
             .then(|| crate::memlimit::own_memory_limit(proc_root))
             .flatten();

@@ -271,10 +271,13 @@ impl Engine {
                 config.paths.cgroup_root.display()
             )
         })?;
-        let budget = config
-            .reader
-            .keep_files_open
-            .then(|| FdBudget::from_config(config.reader.max_open_files, &config.paths.proc_root));
+        let budget = config.reader.keep_files_open.then(|| {
+            FdBudget::from_config(
+                config.reader.max_open_files,
+                &config.paths.proc_root,
+                config.server.max_connections,
+            )
+        });
         let mut ctx = Ctx::new(
             mode,
             config.paths.proc_root.clone(),

@@ -23,6 +23,12 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str, &str)] = &[
     ("podstat_discovery_dirs_listed", Gauge, "", "Cgroup directories listed by the last collection's walk; the others had no cgroup created, removed or renamed in them since their last listing ([discovery] watch)."),
     ("podstat_discovery_watches", Gauge, "", "Cgroup directories watched with inotify for created and removed cgroups; 0 when [discovery] watch is off."),
     ("podstat_files_read", Gauge, "", "Files opened by the last collection (reads through kept descriptors are not counted)."),
+    ("podstat_http_connections", Gauge, "", "HTTP connections open now."),
+    ("podstat_http_connections_closed_total", Counter, "reason", "HTTP connections closed by podstat: evicted (made room for a newer one at [server] max_connections), refused (none idle to evict), idle_timeout, header_timeout, slow_client."),
+    ("podstat_http_connections_limit", Gauge, "", "Most HTTP connections open at once ([server] max_connections)."),
+    ("podstat_http_connections_total", Counter, "", "HTTP connections accepted since start."),
+    ("podstat_http_tls_handshake_failures_total", Counter, "", "TLS handshakes that failed (wrong, expired or missing client certificate, protocol errors)."),
+    ("podstat_http_unauthorized_total", Counter, "", "Requests refused with 401 (missing or wrong basic-auth credentials)."),
     ("podstat_kept_descriptors", Gauge, "", "Cgroup file descriptors kept open between collections."),
     ("podstat_kept_descriptors_limit", Gauge, "", "Most cgroup file descriptors podstat keeps open ([reader] max_open_files: by default what fits in podstat's memory limit, within RLIMIT_NOFILE); 0 when keep_files_open is off."),
     ("podstat_label_values_truncated_total", Counter, "", "Label values cut to [limits] max_label_value_length (counted when a cgroup's labels are rendered)."),
@@ -254,6 +260,39 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
         "podstat_series_dropped_total",
         &[("reason", "max_series")],
         totals.series_dropped as f64,
+    );
+}
+
+/// The `podstat_http_*` families (only when serving HTTP).
+pub fn encode_http(enc: &mut Encoder, s: &crate::expose::connections::StatsSnapshot) {
+    single(enc, "podstat_http_connections", &[], s.open as f64);
+    family(enc, "podstat_http_connections_closed_total");
+    for (why, n) in s.closed {
+        enc.sample(
+            "podstat_http_connections_closed_total",
+            "",
+            &[("reason", why.as_str())],
+            n as f64,
+        );
+    }
+    single(enc, "podstat_http_connections_limit", &[], s.limit as f64);
+    single(
+        enc,
+        "podstat_http_connections_total",
+        &[],
+        s.accepted as f64,
+    );
+    single(
+        enc,
+        "podstat_http_tls_handshake_failures_total",
+        &[],
+        s.tls_failures as f64,
+    );
+    single(
+        enc,
+        "podstat_http_unauthorized_total",
+        &[],
+        s.unauthorized as f64,
     );
 }
 

@@ -11,10 +11,14 @@ use std::task::{Context, Poll};
 
 use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Frame, Incoming};
-use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use super::connections::{Closed, ConnState, Connections, GuardedBody, Slot, Watched};
+use super::webconfig::{BasicAuth, WebConfig, WebConfigWatch};
 use crate::agent::{Agent, Chunks, CHUNK, KEEP_BELOW};
 
 /// A plain `/metrics` body, encoded chunk by chunk as hyper asks for it (chunked transfer
@@ -82,7 +86,7 @@ fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn health_json(agent: &Agent, for_readiness: bool) -> (StatusCode, String) {
+fn health_json(agent: &Agent, for_readiness: bool, detailed: bool) -> (StatusCode, String) {
     let h = agent.reader_health();
     let ready = agent.is_ready();
     let age = h.last_success.map(|t| t.elapsed().as_secs_f64());
@@ -103,6 +107,15 @@ fn health_json(agent: &Agent, for_readiness: bool) -> (StatusCode, String) {
         (_, None, Some(_)) => "ok",
         (_, None, None) => "starting",
     };
+    let status_code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if !detailed {
+        let word = if ok { "ok" } else { "unavailable" };
+        return (status_code, format!("{{\"status\":\"{word}\"}}\n"));
+    }
     let body = format!(
         "{{\"status\":\"{}\",\"components\":{{\"cgroup_reader\":{{\"status\":\"{}\",\"cgroup_mode\":\"{}\",\"containers\":{},\"last_success_age_seconds\":{},\"error\":{}}},\"metadata\":{{\"status\":\"{}\",\"source\":\"{}\",\"pods\":{},\"last_success_age_seconds\":{},\"error\":{}}}}}}}\n",
         if ok { "ok" } else { "unavailable" },
@@ -117,41 +130,92 @@ fn health_json(agent: &Agent, for_readiness: bool) -> (StatusCode, String) {
         meta_age.map_or("null".to_string(), |a| format!("{a:.3}")),
         m.last_error.map_or("null".to_string(), |e| json_string(&e)),
     );
-    (
-        if ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        body,
-    )
+    (status_code, body)
+}
+
+/// What every connection of the listener shares.
+pub struct Server {
+    pub agent: Arc<Agent>,
+    pub gzip: bool,
+    pub connections: Arc<Connections>,
+    pub web: WebConfigWatch,
+    pub auth: BasicAuth,
+}
+
+/// Runs blocking work (a collection, a bcrypt check) without holding up the runtime's other
+/// tasks: on the multi-threaded runtime the agent serves with, the worker hands its queue to
+/// another thread first, so `/healthz` and `/readyz` are answered while a collection runs (a
+/// 4 s collection on a loaded node used to time the probes out). Elsewhere (a current-thread
+/// runtime in a test) it simply runs.
+pub fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+fn is_health_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/-/healthy" | "/readyz" | "/-/ready")
 }
 
 async fn handle(
-    agent: Arc<Agent>,
-    gzip_enabled: bool,
+    server: Arc<Server>,
+    conn: Arc<ConnState>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<GuardedBody<Body>>, Infallible> {
+    let busy = server.connections.busy(&conn);
+    let web = server.web.current();
+    let mut response = route(&server, &web, req).await;
+    for (name, value) in &web.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    Ok(response.map(|body| GuardedBody::new(body, Some(busy))))
+}
+
+async fn route(server: &Arc<Server>, web: &WebConfig, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(respond(
+        return respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n",
-        ));
+        );
     }
-    let response = match req.uri().path() {
+    let path = req.uri().path();
+    // Health endpoints answer everyone (the kubelet's probes carry no credentials), but tell
+    // details (errors, container counts) only to a client that authenticates.
+    let authenticated = !web.auth_required()
+        || (req.headers().contains_key(AUTHORIZATION)
+            && server
+                .auth
+                .check(web, req.headers().get(AUTHORIZATION))
+                .await);
+    if !authenticated && !is_health_path(path) {
+        server.connections.count_unauthorized();
+        let mut r = respond(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n");
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"podstat\""),
+        );
+        return r;
+    }
+    let agent = &server.agent;
+    match path {
         "/metrics" => {
-            let gzip = gzip_enabled && accepts_gzip(req.headers().get(ACCEPT_ENCODING));
-            // Collected and compressed right here, on the runtime's only thread: handing the
-            // work to a blocking thread and back cost ~0.3-0.4 ms per scrape on the development
-            // VM (2-3 % at 100 containers, `benches/ab.sh`), more than the wake-ups' syscalls
-            // suggest. Requests that arrive meanwhile (a health probe, the other Prometheus of
-            // an HA pair) wait for it, ~0.2 s at 1000 containers; the second scrape is then
-            // served the same collection.
-            let rendered = agent.scrape();
-            let compressed = gzip.then(|| rendered.gzipped());
+            let gzip = server.gzip && accepts_gzip(req.headers().get(ACCEPT_ENCODING));
+            // Collected and compressed on this worker thread, which first hands the runtime's
+            // other work to a second one (`run_blocking`): a hop to the blocking pool and back
+            // cost ~0.3-0.4 ms per scrape on the development VM (2-3 % at 100 containers,
+            // `benches/ab.sh`). A second scrape arriving meanwhile (the other Prometheus of an
+            // HA pair) waits for the collection in progress and is served the same one.
+            let (rendered, compressed) = run_blocking(|| {
+                let rendered = agent.scrape();
+                let compressed = gzip.then(|| rendered.gzipped());
+                (rendered, compressed)
+            });
             if rendered.kept_bytes() >= KEEP_BELOW {
-                release_when_stale(&agent, rendered.made_at);
+                release_when_stale(agent, rendered.made_at);
             }
             let body = match compressed {
                 Some(bytes) => Either::Left(Full::new(bytes)),
@@ -159,12 +223,13 @@ async fn handle(
             };
             let mut r = with_body(StatusCode::OK, METRICS_CONTENT_TYPE, body);
             if gzip {
-                r.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r.headers_mut()
+                    .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             }
             r
         }
         "/cardinality" => {
-            let a = Arc::clone(&agent);
+            let a = Arc::clone(agent);
             let top = req
                 .uri()
                 .query()
@@ -185,11 +250,11 @@ async fn handle(
             }
         }
         "/healthz" | "/-/healthy" => {
-            let (status, body) = health_json(&agent, false);
+            let (status, body) = health_json(agent, false, authenticated);
             respond(status, "application/json", body)
         }
         "/readyz" | "/-/ready" => {
-            let (status, body) = health_json(&agent, true);
+            let (status, body) = health_json(agent, true, authenticated);
             respond(status, "application/json", body)
         }
         "/" => respond(
@@ -198,8 +263,7 @@ async fn handle(
             "<html><head><title>podstat</title></head><body><h1>podstat</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a> <a href=\"/readyz\">/readyz</a> <a href=\"/cardinality\">/cardinality</a></p></body></html>\n",
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
-    };
-    Ok(response)
+    }
 }
 
 /// Lets the kept collection go once no scrape can be served from it (see
@@ -221,13 +285,11 @@ fn release_when_stale(agent: &Arc<Agent>, made_at: std::time::Instant) {
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
 /// (up to 10 s).
 pub async fn serve(
-    agent: Arc<Agent>,
+    server: Arc<Server>,
     listener: tokio::net::TcpListener,
-    gzip_enabled: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let http = hyper::server::conn::http1::Builder::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -241,26 +303,114 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let agent = Arc::clone(&agent);
-                let service = hyper::service::service_fn(move |req| handle(Arc::clone(&agent), gzip_enabled, req));
-                let conn = http
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+                // Over the limit with every connection busy: closed at once (dropped here).
+                let Some((slot, evicted)) = server.connections.admit(std::os::fd::AsRawFd::as_raw_fd(&stream)) else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(connection(Arc::clone(&server), stream, peer, slot, stopping.clone()));
+                if evicted {
+                    // Under a flood, let the connections just accepted read their requests
+                    // before accepting more: a scraper's fresh connection is then busy, not
+                    // next in line to be evicted.
+                    tokio::task::yield_now().await;
+                }
             }
             () = &mut shutdown => break,
         }
     }
     tracing::info!("shutting down: draining connections");
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("connections still open after 10s; exiting"),
+    let _ = stop.send(true);
+    if !server.connections.drained(Duration::from_secs(10)).await {
+        tracing::warn!("connections still open after 10s; exiting");
     }
     Ok(())
+}
+
+/// One connection: the TLS handshake if the web config asks for one, then HTTP/1.1 until the
+/// client closes, a limit closes it, or podstat stops.
+async fn connection(
+    server: Arc<Server>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let web = server.web.current();
+    let Some(tls) = web.tls.clone() else {
+        drive(&server, Watched::new(stream, &slot), peer, &slot, stopping).await;
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let limits = server.connections.limits();
+    tokio::select! {
+        handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)) => match handshake {
+            Ok(Ok(tls_stream)) => drive(&server, Watched::new(tls_stream, &slot), peer, &slot, stopping).await,
+            Ok(Err(e)) => {
+                server.connections.count_tls_failure();
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => server.connections.count(Closed::HeaderTimeout),
+        },
+        () = slot.state.evicted() => {}
+    }
+}
+
+async fn drive<I>(
+    server: &Arc<Server>,
+    io: Watched<I>,
+    peer: SocketAddr,
+    slot: &Slot,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let server = Arc::clone(server);
+        let state = Arc::clone(&slot.state);
+        hyper::service::service_fn(move |req| handle(Arc::clone(&server), Arc::clone(&state), req))
+    };
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let closed = loop {
+        let (at, _) = server.connections.deadline(&slot.state);
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = slot.state.evicted() => break Some(None),
+            _ = stopping.changed() => break None,
+            // The deadline moves closer: the header timeout now runs.
+            () = slot.state.request_started() => {}
+            () = tokio::time::sleep_until(at.into()) => {
+                // The deadline may have moved (a request came in) since it was computed.
+                let (at, why) = server.connections.deadline(&slot.state);
+                if at <= std::time::Instant::now() {
+                    break Some(Some(why));
+                }
+            }
+        }
+    };
+    match closed {
+        // Evicted (counted by the eviction), idle, too slow: no response is owed (an evicted
+        // or idle connection has none in flight), and its descriptor must go now, not after
+        // hyper waits for half-sent headers to finish.
+        Some(why) => {
+            if let Some(why) = why {
+                server.connections.count(why);
+                tracing::debug!(%peer, reason = why.as_str(), "connection closed");
+            }
+        }
+        // Shutting down: a response in flight is finished first, briefly.
+        None => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
 }
 
 #[cfg(test)]

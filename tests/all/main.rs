@@ -13,6 +13,7 @@ mod fake_kubelet;
 mod golden;
 mod image;
 mod kubelet_parity;
+mod listener;
 mod metadata;
 mod parse_fixtures;
 mod parse_props;

@@ -81,7 +81,7 @@ fn samples(n: usize, random_ids: bool) -> Vec<ContainerSample> {
                 start_time: 1.7e9,
                 files: Default::default(),
                 resolved: Default::default(),
-                refresh_requested: Default::default(),
+                refresh: Default::default(),
                 probe: Default::default(),
                 load: Default::default(),
             });

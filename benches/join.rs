@@ -93,7 +93,7 @@ fn targets() -> Vec<Arc<Target>> {
                 start_time: 0.0,
                 files: Default::default(),
                 resolved: Default::default(),
-                refresh_requested: Default::default(),
+                refresh: Default::default(),
                 probe: Default::default(),
                 load: Default::default(),
             })

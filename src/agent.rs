@@ -211,7 +211,8 @@ struct Inner {
 pub struct Agent {
     inner: Mutex<Inner>,
     meta: Arc<MetaStore>,
-    policy: Policy,
+    /// Replaced whole by a config reload (SIGHUP); each collection uses one.
+    policy: Mutex<Arc<Policy>>,
     min_interval: Duration,
     ready: AtomicBool,
     health: Mutex<ReaderHealth>,
@@ -284,8 +285,11 @@ impl Agent {
             MetadataSource::ApiServer => "apiserver",
         };
         Ok(Agent {
-            meta: Arc::new(MetaStore::new(source)),
-            policy,
+            meta: Arc::new(MetaStore::new(
+                source,
+                config.kubernetes.wait_for_first_list.0,
+            )),
+            policy: Mutex::new(Arc::new(policy)),
             inner: Mutex::new(Inner {
                 engine,
                 totals: selfmetrics::Totals::default(),
@@ -315,8 +319,9 @@ impl Agent {
             }
         }
         let index = self.meta.current();
-        let mut snapshot = inner.engine.collect(&index, &self.policy);
-        snapshot.budget = self.policy.apply_budget(&mut snapshot.containers);
+        let policy = self.policy();
+        let mut snapshot = inner.engine.collect(&index, &policy);
+        snapshot.budget = policy.apply_budget(&mut snapshot.containers);
         if snapshot.wants_metadata_refresh {
             self.meta.request_refresh();
         }
@@ -325,7 +330,7 @@ impl Agent {
         // (responses still being sent hold their own).
         inner.last = None;
         let mut enc = Encoder::new(Vec::with_capacity(8 * 1024));
-        selfmetrics::encode_machine(&mut enc, &snapshot, &self.policy.drop_metrics);
+        selfmetrics::encode_machine(&mut enc, &snapshot, &policy.drop_metrics);
         selfmetrics::encode_self(&mut enc, &snapshot, &inner.totals, self.mode);
         if let Some(http) = self.http.get() {
             selfmetrics::encode_http(&mut enc, &http.stats());
@@ -347,7 +352,7 @@ impl Agent {
         }
         let rendered = Arc::new(Rendered {
             containers: snapshot.containers,
-            mask: self.policy.mask.clone(),
+            mask: policy.mask.clone(),
             tail: enc.buf,
             gzip: OnceLock::new(),
             gzip_carry: Arc::clone(&self.gzip_carry),
@@ -355,6 +360,21 @@ impl Agent {
         });
         inner.last = Some(Arc::clone(&rendered));
         rendered
+    }
+
+    /// The filters and series budget in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts new filters and a new series budget in force from the next collection on (a
+    /// config reload). The collection kept for `min_collect_interval_ms` is let go, so no
+    /// scrape is served the old filters after the reload returns.
+    pub fn replace_policy(&self, policy: Policy) {
+        *self.policy.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.last = None;
+        }
     }
 
     /// Reports the listener's connection counters in the self-metrics.
@@ -396,8 +416,10 @@ impl Agent {
         &self.meta
     }
 
+    /// A collection succeeded and, with a metadata source, the first pod list is in (or its
+    /// wait is over).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.meta.first_list_settled()
     }
 
     pub fn reader_health(&self) -> ReaderHealth {

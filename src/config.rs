@@ -113,6 +113,8 @@ pub struct KubernetesConfig {
     pub refresh_interval: HumanDuration,
     #[serde(default = "defaults::min_refresh_interval")]
     pub min_refresh_interval: HumanDuration,
+    #[serde(default = "defaults::wait_for_first_list")]
+    pub wait_for_first_list: HumanDuration,
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: HumanDuration,
     #[serde(default = "defaults::request_timeout")]
@@ -678,6 +680,7 @@ defaults! {
     insecure_skip_verify: bool = kubernetes.insecure_skip_verify;
     refresh_interval: HumanDuration = kubernetes.refresh_interval;
     min_refresh_interval: HumanDuration = kubernetes.min_refresh_interval;
+    wait_for_first_list: HumanDuration = kubernetes.wait_for_first_list;
     connect_timeout: HumanDuration = kubernetes.connect_timeout;
     request_timeout: HumanDuration = kubernetes.request_timeout;
     max_response_bytes: usize = kubernetes.max_response_bytes;

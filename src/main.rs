@@ -181,7 +181,18 @@ fn main() -> ExitCode {
             }
         };
     }
-    match serve(agent, &config, web) {
+    let cli = Arc::new(cli);
+    let reload = move || -> Result<Config, String> {
+        let path = cli
+            .config
+            .as_ref()
+            .ok_or("podstat runs on its built-in config (no --config file)")?;
+        let mut c = config::load(path).map_err(|e| e.to_string())?;
+        cli.apply(&mut c);
+        full_check(&c)?;
+        Ok(c)
+    };
+    match serve(agent, &config, web, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "podstat stopped");
@@ -255,7 +266,12 @@ fn fetch_plain(url: &str) -> anyhow::Result<String> {
     })
 }
 
-fn serve(agent: Arc<Agent>, config: &Config, web: WebConfigWatch) -> anyhow::Result<()> {
+fn serve(
+    agent: Arc<Agent>,
+    config: &Config,
+    web: WebConfigWatch,
+    reload: impl Fn() -> Result<Config, String> + Send + 'static,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     // Two workers: a collection for /metrics runs on one (`server::run_blocking`) while the
     // other answers health probes and runs the metadata source; the blocking pool decodes pod
@@ -311,6 +327,11 @@ fn serve(agent: Arc<Agent>, config: &Config, web: WebConfigWatch) -> anyhow::Res
             #[cfg(not(feature = "apiserver"))]
             MetadataSource::ApiServer => {}
         }
+        tokio::spawn(reload_on_hangup(
+            Arc::clone(&server),
+            config.clone(),
+            reload,
+        ));
         // First discovery right away, so /readyz turns ready without waiting for a scrape.
         let warm = Arc::clone(&agent);
         tokio::task::spawn_blocking(move || {
@@ -320,6 +341,80 @@ fn serve(agent: Arc<Agent>, config: &Config, web: WebConfigWatch) -> anyhow::Res
             .await
             .context("server failed")
     })
+}
+
+/// SIGHUP: the config file is read and checked again (everything `--check-config` checks). A
+/// config that fails is logged and the running one kept. One that passes puts its filters,
+/// series budget and web config (TLS, users) in force at once, with no scrape dropped; the
+/// sections that need a restart (the listener, paths, collectors, discovery, the metadata
+/// source, labels) are named in a warning if they changed.
+async fn reload_on_hangup(
+    server: Arc<Server>,
+    mut running: Config,
+    reload: impl Fn() -> Result<Config, String>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; config reloads need a restart");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        let next = match reload() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "config not reloaded; the running config stays in force");
+                continue;
+            }
+        };
+        match podstat::policy::Policy::new(&next) {
+            Ok(policy) => server.agent.replace_policy(policy),
+            Err(e) => {
+                tracing::error!(error = %e, "config not reloaded; the running config stays in force");
+                continue;
+            }
+        }
+        if next.server.web_config_file == running.server.web_config_file {
+            server.web.reload_now();
+        }
+        let restart = sections_needing_restart(&running, &next);
+        if restart.is_empty() {
+            tracing::info!("config reloaded");
+        } else {
+            tracing::warn!(
+                sections = %restart.join(", "),
+                "config reloaded: filters, max_series and the web config are in force; these changed sections take effect at the next restart"
+            );
+        }
+        running = next;
+    }
+}
+
+/// The config sections that differ between `a` and `b` and are only read at start.
+fn sections_needing_restart(a: &Config, b: &Config) -> Vec<&'static str> {
+    let differs =
+        |x: &dyn std::fmt::Debug, y: &dyn std::fmt::Debug| format!("{x:?}") != format!("{y:?}");
+    let mut out = Vec::new();
+    let limits = |c: &Config| (c.limits.max_label_value_length, c.limits.max_pod_labels);
+    for (name, changed) in [
+        ("server", differs(&a.server, &b.server)),
+        ("paths", differs(&a.paths, &b.paths)),
+        ("reader", differs(&a.reader, &b.reader)),
+        ("log", differs(&a.log, &b.log)),
+        ("collectors", differs(&a.collectors, &b.collectors)),
+        ("discovery", differs(&a.discovery, &b.discovery)),
+        ("kubernetes", differs(&a.kubernetes, &b.kubernetes)),
+        ("labels", differs(&a.labels, &b.labels)),
+        ("limits", limits(a) != limits(b)),
+    ] {
+        if changed {
+            out.push(name);
+        }
+    }
+    out
 }
 
 /// The listening socket, with a deep accept queue: under a connection flood, a full queue

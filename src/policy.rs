@@ -168,7 +168,7 @@ mod tests {
                 start_time: start,
                 files: Default::default(),
                 resolved: Default::default(),
-                refresh_requested: Default::default(),
+                refresh: Default::default(),
                 probe: Default::default(),
                 load: Default::default(),
             }),

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{CollectorsConfig, Config};
 use crate::discovery::{CgroupMode, Discovery, Target};
-use crate::meta::join::{first_refresh_request, resolve_cached, JoinPolicy};
+use crate::meta::join::{refresh_due, resolve_cached, JoinPolicy};
 use crate::meta::MetaIndex;
 use crate::parse::ParseError;
 use crate::policy::Policy;
@@ -336,12 +336,15 @@ impl Engine {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as f64)
             .ok();
+        let collect_start = Instant::now();
         'targets: for target in targets {
             let (labels, fresh) = resolve_cached(&target, index, &self.join);
             if fresh {
                 snapshot.labels_truncated += u64::from(labels.truncated);
             }
-            if labels.unknown && !policy.excludes_by_path(&target) && first_refresh_request(&target)
+            if labels.unknown
+                && !policy.excludes_by_path(&target)
+                && refresh_due(&target, collect_start, &self.join)
             {
                 snapshot.wants_metadata_refresh = true;
             }

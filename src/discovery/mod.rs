@@ -13,7 +13,6 @@ mod watch;
 
 use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
@@ -94,8 +93,8 @@ pub struct Target {
     pub files: Mutex<FileCache>,
     /// Labels resolved against the pod metadata, for the generation they were built from.
     pub resolved: Mutex<Option<Arc<Resolved>>>,
-    /// This cgroup already asked for an early metadata fetch.
-    pub refresh_requested: AtomicBool,
+    /// When this cgroup, unknown to the pod metadata, may next ask for an early fetch.
+    pub refresh: Mutex<crate::meta::join::RefreshBackoff>,
     /// Its first process, as the network collector last probed it.
     pub probe: Mutex<Option<crate::collect::PidProbe>>,
     /// The smoothed task counts of the load averages, and when they were last updated.
@@ -142,7 +141,7 @@ impl Target {
             start_time,
             files: Mutex::new(FileCache::default()),
             resolved: Mutex::new(None),
-            refresh_requested: AtomicBool::new(false),
+            refresh: Mutex::default(),
             probe: Mutex::new(None),
             load: Mutex::new(None),
         }

@@ -740,7 +740,7 @@ mod tests {
                 start_time: 1.0,
                 files: Default::default(),
                 resolved: Default::default(),
-                refresh_requested: Default::default(),
+                refresh: Default::default(),
                 probe: Default::default(),
                 load: Default::default(),
             }),

@@ -203,6 +203,9 @@ async fn route(server: &Arc<Server>, web: &WebConfig, req: Request<Incoming>) ->
     let agent = &server.agent;
     match path {
         "/metrics" => {
+            // Right after a start, the first pod list (bounded by wait_for_first_list): series
+            // without pod labels would enter Prometheus as series of their own.
+            agent.meta().wait_first_list().await;
             let gzip = server.gzip && accepts_gzip(req.headers().get(ACCEPT_ENCODING));
             // Collected and compressed on this worker thread, which first hands the runtime's
             // other work to a second one (`run_blocking`): a hop to the blocking pool and back

@@ -11,8 +11,8 @@
 //! The rendered label string is cached on the target and rebuilt only when the index changes
 //! (its generation), so a steady node renders nothing per scrape.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::MetaIndex;
 use crate::config::KubernetesConfig;
@@ -42,6 +42,10 @@ pub struct JoinPolicy {
     pub sandbox_container: Option<String>,
     pub sandbox_image: String,
     pub max_label_value_length: usize,
+    /// `min_refresh_interval` and `refresh_interval`: the first and last gaps between the
+    /// early fetches an unknown cgroup may ask for ([`refresh_due`]).
+    pub refresh_first_gap: Duration,
+    pub refresh_last_gap: Duration,
 }
 
 impl JoinPolicy {
@@ -50,6 +54,8 @@ impl JoinPolicy {
             sandbox_container: (k.sandbox_container != "auto").then(|| k.sandbox_container.clone()),
             sandbox_image: k.sandbox_image.clone(),
             max_label_value_length,
+            refresh_first_gap: k.min_refresh_interval.0,
+            refresh_last_gap: k.refresh_interval.0,
         }
     }
 
@@ -129,8 +135,33 @@ pub fn resolve_cached(
     (fresh, true)
 }
 
-/// True the first time it is called for `target`: each new cgroup may ask for one early
-/// metadata fetch, so a sandbox (never in the pod list) cannot make podstat poll.
-pub fn first_refresh_request(target: &Target) -> bool {
-    !target.refresh_requested.swap(true, Ordering::Relaxed)
+/// When a cgroup the pod metadata does not know may ask for an early fetch: at once, then
+/// after `min_refresh_interval`, then at doubling gaps until the gap reaches
+/// `refresh_interval`, where the regular fetches take over. A container the kubelet lists a
+/// few seconds after its cgroup appears is labelled within about `min_refresh_interval` of
+/// being listed (one early fetch was not enough: it could come too soon and leave the
+/// container unlabelled for a whole `refresh_interval`), while a cgroup that is never listed
+/// (a sandbox) asks only a handful of times.
+#[derive(Debug, Default)]
+pub struct RefreshBackoff {
+    next: Option<Instant>,
+    gap: Duration,
+}
+
+/// Whether `target` may ask for an early metadata fetch now (and if so, when it may next).
+pub fn refresh_due(target: &Target, now: Instant, policy: &JoinPolicy) -> bool {
+    let mut b = target.refresh.lock().unwrap_or_else(|p| p.into_inner());
+    match b.next {
+        None => {
+            b.gap = policy.refresh_first_gap;
+            b.next = Some(now + b.gap);
+            true
+        }
+        Some(at) if now >= at && b.gap < policy.refresh_last_gap => {
+            b.gap = (b.gap * 2).min(policy.refresh_last_gap);
+            b.next = Some(now + b.gap);
+            true
+        }
+        Some(_) => false,
+    }
 }

@@ -389,12 +389,19 @@ pub async fn run(
     labels: LabelsConfig,
     max_pod_labels: usize,
 ) {
-    let mut client = match KubeletClient::new(&cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "pod metadata disabled: cannot set up the kubelet client");
-            store.record_error(e.kind(), e.to_string());
-            return;
+    // The client's own setup is retried too: a CA file or token mounted a moment after the
+    // container starts (a projected volume, a Secret not yet created) must not leave the pods
+    // unlabelled until the next restart.
+    let mut setup_backoff = Duration::from_secs(1);
+    let mut client = loop {
+        match KubeletClient::new(&cfg) {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::error!(error = %e, retry_in = ?setup_backoff, "cannot set up the kubelet client; pod labels stay empty until it works");
+                store.record_error(e.kind(), e.to_string());
+                tokio::time::sleep(setup_backoff).await;
+                setup_backoff = (setup_backoff * 2).min(Duration::from_secs(60));
+            }
         }
     };
     if cfg.insecure_skip_verify {

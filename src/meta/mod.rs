@@ -15,7 +15,7 @@ pub mod podlist;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::LabelsConfig;
 use podlist::PodInfo;
@@ -133,10 +133,17 @@ pub struct MetaStore {
     health: Mutex<MetaHealth>,
     /// Wakes the source for an early fetch (an unknown container appeared).
     pub wake: tokio::sync::Notify,
+    /// True once a pod list is in (or no source is configured).
+    listed: tokio::sync::watch::Sender<bool>,
+    /// Until when readiness and /metrics wait for the first list (`wait_for_first_list`).
+    wait_until: Instant,
+    gave_up_logged: std::sync::atomic::AtomicBool,
 }
 
 impl MetaStore {
-    pub fn new(source: &'static str) -> MetaStore {
+    /// A store for `source` ("none" needs no list); readiness waits for the first list at
+    /// most `wait` from now.
+    pub fn new(source: &'static str, wait: Duration) -> MetaStore {
         MetaStore {
             index: Mutex::new(Arc::new(MetaIndex::default())),
             health: Mutex::new(MetaHealth {
@@ -144,7 +151,38 @@ impl MetaStore {
                 ..MetaHealth::default()
             }),
             wake: tokio::sync::Notify::new(),
+            listed: tokio::sync::watch::Sender::new(source == "none"),
+            wait_until: Instant::now() + wait,
+            gave_up_logged: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether labels can be served: the first pod list is in, or its wait is over (then
+    /// logged once: the series carry empty pod labels until a list arrives).
+    pub fn first_list_settled(&self) -> bool {
+        if *self.listed.borrow() {
+            return true;
+        }
+        if Instant::now() < self.wait_until {
+            return false;
+        }
+        if !self
+            .gave_up_logged
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "no pod list within wait_for_first_list; serving series with empty pod labels until one arrives"
+            );
+        }
+        true
+    }
+
+    /// Waits (async) until [`MetaStore::first_list_settled`]: a scrape right after a restart
+    /// gets labelled series, never a burst of label-less ones.
+    pub async fn wait_first_list(&self) {
+        let mut rx = self.listed.subscribe();
+        let deadline = tokio::time::Instant::from_std(self.wait_until);
+        let _ = tokio::time::timeout_at(deadline, rx.wait_for(|listed| *listed)).await;
     }
 
     /// The index to join against now.
@@ -168,6 +206,8 @@ impl MetaStore {
         h.pods = pods;
         h.last_success = Some((Instant::now(), SystemTime::now()));
         h.last_error = None;
+        drop(h);
+        self.listed.send_replace(true);
     }
 
     /// Records a failed fetch; the last good index stays in place.
@@ -245,7 +285,7 @@ mod tests {
     #[test]
     fn unchanged_lists_keep_the_generation() {
         let labels = crate::config::default_config().expect("config").labels;
-        let store = MetaStore::new("kubelet");
+        let store = MetaStore::new("kubelet", Duration::ZERO);
         let pods = [pod("u1", "a", &[])];
         store.publish(MetaIndex::build(&pods, &labels, 16));
         let g1 = store.current().generation;

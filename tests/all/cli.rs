@@ -1,6 +1,7 @@
 //! The command line as an operator meets it: config checking, default config, `once`.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::fixtures;
 
@@ -217,4 +218,63 @@ fn cardinality_report_of_a_one_shot_collection() {
     let out = podstat(&["cardinality", "--url", "http://127.0.0.1:1/metrics"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn sighup_reloads_the_filters_and_keeps_the_running_config_when_the_new_one_is_bad() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("podstat.toml");
+    std::fs::write(&config, "[server]\nmin_collect_interval_ms = 0\n").expect("write");
+    let addr = format!("127.0.0.1:{}", crate::support::free_port());
+    let root = fixtures().join("cgroup-v2/kubepods-systemd-containerd");
+    let proc_root = fixtures().join("proc-node");
+    let mut podstat = crate::support::start_podstat(
+        &[
+            "--config",
+            config.to_str().expect("utf8"),
+            "--listen",
+            &addr,
+            "--cgroup-root",
+            root.to_str().expect("utf8"),
+            "--proc-root",
+            proc_root.to_str().expect("utf8"),
+            "--log-level",
+            "warn",
+        ],
+        &addr,
+    );
+    let has_cpu = || {
+        let (_, _, body) = crate::support::http_get(&addr, "/metrics", "").expect("metrics");
+        String::from_utf8_lossy(&body).contains("\ncontainer_cpu_usage_seconds_total{")
+    };
+    let hangup = |pid: u32| {
+        kill(
+            Pid::from_raw(i32::try_from(pid).expect("pid")),
+            Signal::SIGHUP,
+        )
+        .expect("kill -HUP");
+    };
+    assert!(has_cpu());
+    // A filter added: in force after SIGHUP, with the --cgroup-root flag still applied.
+    std::fs::write(
+        &config,
+        "[server]\nmin_collect_interval_ms = 0\n[filters]\ndrop_metrics = [\"container_cpu_usage_seconds_total\"]\n",
+    )
+    .expect("write");
+    hangup(podstat.pid());
+    let dropped = crate::support::wait_for(Duration::from_secs(5), || (!has_cpu()).then_some(()));
+    assert!(dropped.is_some(), "the reloaded filter is not in force");
+    // A broken file: logged, and the running config (with its filter) stays.
+    std::fs::write(&config, "[filters]\ndrop_metrics = 42\n").expect("write");
+    hangup(podstat.pid());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        podstat.0.try_wait().expect("wait").is_none(),
+        "podstat exited on SIGHUP"
+    );
+    assert!(!has_cpu(), "a bad config replaced the running one");
+    let (status, _, _) = crate::support::http_get(&addr, "/readyz", "").expect("readyz");
+    assert!(status.contains(" 200 "), "{status}");
 }

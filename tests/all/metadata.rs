@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use podstat::agent::Agent;
 use podstat::config::Config;
@@ -15,7 +15,7 @@ use podstat::meta::kubelet::{refresh_once, FetchError, KubeletClient};
 
 use crate::fake_kubelet::{Behavior, FakeKubelet, TestCert};
 use crate::golden::{compare_with_golden, copy_pinned, normalise};
-use crate::support::{fixtures, sample_value, wait_for};
+use crate::support::{fixtures, http_get, sample_value, wait_for};
 
 const TOKEN: &str = "t0k3n-for-tests";
 const V2_TREE: &str = "cgroup-v2/kubepods-systemd-containerd";
@@ -48,7 +48,12 @@ fn node(cert: &TestCert) -> Node {
 }
 
 fn config(node: &Node, url: &str, extra: &str) -> Config {
-    let toml = format!(
+    podstat::config::parse(&config_text(node, url, extra), "test").expect("config")
+}
+
+/// The config of [`config`], as the text of a config file.
+fn config_text(node: &Node, url: &str, extra: &str) -> String {
+    format!(
         "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n\
          machine_id_file = {:?}\nos_release_file = {:?}\n\
          [server]\nmin_collect_interval_ms = 0\n\
@@ -62,10 +67,9 @@ fn config(node: &Node, url: &str, extra: &str) -> Config {
         fixtures().join("etc-node/os-release"),
         node.token,
         node.ca,
-    );
+    )
     // Later keys of the same table would be duplicates; tests put overrides in `extra` only
     // for keys not set above, or in tables of their own.
-    podstat::config::parse(&toml, "test").expect("config")
 }
 
 /// The cgroup directory of a pod the kubelet lists (postgres-ksx-0), and one of its
@@ -433,7 +437,7 @@ fn rotated_token_is_read_again() {
 }
 
 #[test]
-fn unknown_container_triggers_one_early_fetch() {
+fn a_container_listed_late_is_refetched_with_backoff_until_labelled() {
     let cert = TestCert::generate();
     let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
     let node = node(&cert);
@@ -447,7 +451,7 @@ fn unknown_container_triggers_one_early_fetch() {
     let config = config(
         &node,
         &kubelet.url(),
-        "refresh_interval = \"1h\"\nmin_refresh_interval = \"100ms\"\n",
+        "refresh_interval = \"1h\"\nmin_refresh_interval = \"200ms\"\n",
     );
     let agent = Agent::new(&config).expect("agent");
     let _loop = start_loop(&agent, &config);
@@ -455,8 +459,31 @@ fn unknown_container_triggers_one_early_fetch() {
         (agent.meta().health().pods == 3).then_some(())
     })
     .expect("first fetch");
-    let fetches = kubelet.authorized.load(Ordering::SeqCst);
-    // The kubelet now lists the container (as it would a few seconds after it started).
+    let id_label = format!("cri-containerd-{new_id}.scope\"");
+    let labelled = |body: &str| {
+        body.lines()
+            .any(|l| l.contains(&id_label) && l.contains("container=\"late-sidecar\""))
+    };
+    // Scrapes every 50 ms for 2 s while the kubelet does not list the container yet: the
+    // early fetches it asks for (at once, then after 0.2, 0.6, 1.4 s) find nothing.
+    let first = scrape(&agent);
+    let row = first
+        .lines()
+        .find(|l| l.starts_with("container_start_time_seconds{") && l.contains(&id_label))
+        .expect("new container reported")
+        .to_owned();
+    assert!(
+        row.contains("pod=\"postgres-ksx-0\""),
+        "pod known from the path: {row}"
+    );
+    assert!(row.contains("container=\"\""), "{row}");
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(!labelled(&scrape(&agent)));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let asked_unlisted = kubelet.authorized.load(Ordering::SeqCst);
+    // The kubelet now lists the container (as it does a few seconds after it started).
     let mut list: serde_json::Value = serde_json::from_slice(&pods_json()).expect("json");
     for pod in list["items"].as_array_mut().expect("items") {
         if pod["metadata"]["uid"] == "5cec4eb5-edd9-4831-9ca3-5cfb04fc6d82" {
@@ -471,36 +498,32 @@ fn unknown_container_triggers_one_early_fetch() {
         }
     }
     kubelet.set(|b| b.body = serde_json::to_vec(&list).expect("json"));
-    let id_label = format!("cri-containerd-{new_id}.scope\"");
-    let first = scrape(&agent);
-    let row = first
-        .lines()
-        .find(|l| l.starts_with("container_start_time_seconds{") && l.contains(&id_label))
-        .expect("new container reported")
-        .to_owned();
-    assert!(
-        row.contains("pod=\"postgres-ksx-0\""),
-        "pod known from the path: {row}"
-    );
-    assert!(row.contains("container=\"\""), "{row}");
+    let listed_at = Instant::now();
+    // The next early fetch of the backoff (due at 3.0 s) labels it; with one early fetch per
+    // cgroup it stayed unlabelled for the whole refresh_interval (1 h here).
     let named = wait_for(Duration::from_secs(5), || {
-        let body = scrape(&agent);
-        body.lines()
-            .any(|l| l.contains(&id_label) && l.contains("container=\"late-sidecar\""))
-            .then_some(())
+        std::thread::sleep(Duration::from_millis(50));
+        labelled(&scrape(&agent)).then_some(listed_at.elapsed())
     });
-    assert!(named.is_some(), "the early fetch never happened");
-    // One early fetch for the new cgroup (the sandboxes asked once too, at the first scrape),
-    // not one per scrape.
+    let took = named.expect("the container was never labelled");
+    eprintln!("labelled {took:?} after the kubelet listed it; {asked_unlisted} fetches before");
+    // Bounded: at most a handful of early fetches over those seconds, not one per scrape
+    // (about 100 scrapes ran), for this cgroup and the never-listed sandboxes together.
+    let total = kubelet.authorized.load(Ordering::SeqCst);
+    assert!(
+        (3..=12).contains(&total),
+        "{total} fetches in {:?}",
+        listed_at.elapsed() + Duration::from_secs(2)
+    );
+    // Once labelled it asks no more; the sandboxes' gaps keep doubling: over the next second
+    // at most one more fetch.
     let after = kubelet.authorized.load(Ordering::SeqCst);
-    for _ in 0..5 {
+    for _ in 0..20 {
         scrape(&agent);
+        std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(400));
-    assert!(after > fetches);
-    assert_eq!(
-        kubelet.authorized.load(Ordering::SeqCst),
-        after,
+    assert!(
+        kubelet.authorized.load(Ordering::SeqCst) <= after + 1,
         "scrapes kept asking"
     );
 }
@@ -814,9 +837,15 @@ fn excluded_cgroups_never_ask_for_metadata() {
         (agent.meta().health().pods == 3).then_some(())
     })
     .expect("first fetch");
-    // Whatever the existing cgroups ask for (the sandboxes, once) is asked and done.
-    scrape(&agent);
-    std::thread::sleep(Duration::from_millis(500));
+    // What the existing cgroups ask for is asked and done: the sandboxes (never listed) ask at
+    // doubling gaps from 0.1 s: at 0, 0.1, 0.3, 0.7, 1.5, 3.1 s, and next at 6.3 s, after
+    // this test's window.
+    let first = std::time::Instant::now();
+    while first.elapsed() < Duration::from_millis(3300) {
+        scrape(&agent);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     let settled = kubelet.authorized.load(Ordering::SeqCst);
     // Three excluded containers appear, one by one, each seen by several scrapes.
     for i in 0..3 {
@@ -859,4 +888,77 @@ fn a_kubelet_that_is_not_listening_is_a_connect_error() {
     let agent = Agent::new(&config).expect("agent");
     let err = fetch(&agent, &config).expect_err("nothing listens");
     assert_eq!(err.kind(), "connect", "{err}");
+}
+
+#[test]
+fn kubelet_client_setup_is_retried_until_the_ca_file_appears() {
+    let cert = TestCert::generate();
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(pods_json(), TOKEN));
+    let node = node(&cert);
+    let config = config(&node, &kubelet.url(), "");
+    // The CA file is not there yet at start (a Secret mounted a moment later).
+    let ca = std::fs::read(&node.ca).expect("ca");
+    std::fs::remove_file(&node.ca).expect("remove ca");
+    let agent = Agent::new(&config).expect("agent");
+    let _loop = start_loop(&agent, &config);
+    std::thread::sleep(Duration::from_millis(1500));
+    let h = agent.meta().health();
+    assert!(h.last_success.is_none() && h.last_error.is_some(), "{h:?}");
+    std::fs::write(&node.ca, ca).expect("restore ca");
+    let listed = wait_for(Duration::from_secs(8), || {
+        (agent.meta().health().pods == 3).then_some(())
+    });
+    assert!(listed.is_some(), "the client was never set up again");
+}
+
+#[test]
+fn a_restart_never_serves_series_without_pod_labels() {
+    let cert = TestCert::generate();
+    // The kubelet answers its first list only after 1.5 s.
+    let mut slow = Behavior::ok(pods_json(), TOKEN);
+    slow.delay = Duration::from_millis(1500);
+    let kubelet = FakeKubelet::start(&cert, slow);
+    let node = node(&cert);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("podstat.toml");
+    std::fs::write(&file, config_text(&node, &kubelet.url(), "")).expect("write");
+    let (_podstat, addr) = crate::e2e_prometheus::start_configured_podstat(&file);
+    let (status, _, _) = http_get(&addr, "/readyz", "").expect("readyz");
+    assert!(
+        status.contains(" 503 "),
+        "ready before the pod list: {status}"
+    );
+    // The first scrape waits for the list instead of serving label-less series.
+    let (status, _, body) = http_get(&addr, "/metrics", "").expect("metrics");
+    assert!(status.contains(" 200 "), "{status}");
+    let body = String::from_utf8_lossy(&body);
+    let row = body
+        .lines()
+        .find(|l| {
+            l.starts_with("container_cpu_usage_seconds_total{")
+                && l.contains("kubepods-pod5cec4eb5")
+        })
+        .expect("a container of the listed pod");
+    assert!(row.contains("pod=\"postgres-ksx-0\""), "{row}");
+    let (status, _, _) = http_get(&addr, "/readyz", "").expect("readyz");
+    assert!(status.contains(" 200 "), "{status}");
+
+    // With no kubelet at all, the wait is bounded: served, without labels, after it.
+    let closed = format!("https://127.0.0.1:{}", crate::support::free_port());
+    std::fs::write(
+        &file,
+        config_text(&node, &closed, "wait_for_first_list = \"1s\"\n"),
+    )
+    .expect("write");
+    let started = std::time::Instant::now();
+    let (_podstat, addr) = crate::e2e_prometheus::start_configured_podstat(&file);
+    let (status, _, _) = http_get(&addr, "/metrics", "").expect("metrics");
+    assert!(status.contains(" 200 "), "{status}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let (status, _, _) = http_get(&addr, "/readyz", "").expect("readyz");
+    assert!(status.contains(" 200 "), "{status}");
 }

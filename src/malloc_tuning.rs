@@ -42,3 +42,20 @@ fn set_thresholds() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn set_thresholds() {}
+
+/// Gives freed memory back to the kernel after a one-off large allocation (a pod list's body
+/// and its decode, on a blocking-pool thread whose malloc arena glibc otherwise keeps at its
+/// high-water mark: after a 50,000-pod list RSS stayed at 193 MB with the node back at 100
+/// pods). Costs a walk of the free lists, ~1 ms; called once per decoded list.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only returns free pages to the kernel; it is thread-safe (it takes
+    // each arena's lock) and touches no memory that is in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn release_free_memory() {}

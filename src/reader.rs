@@ -317,13 +317,27 @@ fn classify(path: &Path, e: std::io::Error) -> ReadError {
 /// podstat reads is. A FIFO in its place would block the open or the first read forever (the
 /// whole collection with it), and a device (a link to `/dev/zero`) would be read without end:
 /// the open does not block (O_NONBLOCK, which regular files ignore) and anything but a regular
-/// file is an I/O error for that file, counted and logged like any other.
+/// file is an I/O error for that file, counted and logged like any other. Nor is a symbolic
+/// link followed (O_NOFOLLOW): kernel files are never links, and one in a tree podstat reads
+/// (a bind-mounted or copied tree) could point anywhere on the host, `/etc/shadow` included.
+/// Directories that are links are not walked either (discovery looks at the entry itself).
 fn open_kernel_file(path: &Path) -> std::io::Result<File> {
+    use nix::fcntl::OFlag;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)?;
+        .custom_flags((OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW).bits())
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
+                std::io::Error::new(
+                    ErrorKind::InvalidInput,
+                    "a symbolic link: no cgroup or proc file is, and podstat does not follow links",
+                )
+            } else {
+                e
+            }
+        })?;
     let kind = file.metadata()?.file_type();
     if !kind.is_file() {
         return Err(std::io::Error::new(
@@ -522,18 +536,23 @@ mod tests {
         nix::unistd::mkfifo(&d.path().join("memory.stat"), nix::sys::stat::Mode::S_IRUSR)
             .expect("mkfifo");
         std::os::unix::fs::symlink("/dev/zero", d.path().join("io.stat")).expect("symlink");
+        // A link to a regular file outside the tree is not followed either.
+        let outside = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(outside.path(), "secret 1\n").expect("write");
+        std::os::unix::fs::symlink(outside.path(), d.path().join("pids.max")).expect("symlink");
         let mut reader = Reader::new(Some(FdBudget::new(8)));
         let mut cache = FileCache::default();
         // No writer ever opens the FIFO: a blocking open would never return.
-        for name in ["memory.stat", "io.stat"] {
+        for (name, why) in [
+            ("memory.stat", "not a regular file"),
+            ("io.stat", "symbolic link"),
+            ("pids.max", "symbolic link"),
+        ] {
             for _ in 0..2 {
                 match reader.read_cached(&mut cache, d.path(), name) {
                     Err(ReadError::Io { path, source }) => {
                         assert_eq!(path, d.path().join(name));
-                        assert!(
-                            source.to_string().contains("not a regular file"),
-                            "{source}"
-                        );
+                        assert!(source.to_string().contains(why), "{name}: {source}");
                     }
                     other => panic!("{name}: {other:?}"),
                 }

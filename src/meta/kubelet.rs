@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::podlist::{parse_pod_list, PodListError};
+use super::podlist::{parse_pod_list_kept, Keep, PodListError};
 use super::{MetaIndex, MetaStore};
 use crate::config::{KubernetesConfig, LabelsConfig};
 
@@ -60,6 +60,10 @@ impl FetchError {
             FetchError::Timeout { .. } => "timeout",
             FetchError::Http { .. } => "http",
             FetchError::TooLarge { .. } => "too_large",
+            FetchError::Decode {
+                source: PodListError::TooManyPods { .. },
+                ..
+            } => "too_large",
             FetchError::Decode { .. } => "decode",
         }
     }
@@ -181,6 +185,7 @@ pub struct KubeletClient {
     token: Option<(HeaderValue, Instant)>,
     timeout: Duration,
     max_bytes: usize,
+    max_pods: usize,
 }
 
 impl KubeletClient {
@@ -208,6 +213,7 @@ impl KubeletClient {
             token: None,
             timeout: cfg.request_timeout.0,
             max_bytes: cfg.max_response_bytes,
+            max_pods: cfg.max_pods,
         })
     }
 
@@ -358,11 +364,25 @@ async fn fetch_and_decode(
 ) -> Result<(usize, MetaIndex), FetchError> {
     let body = client.fetch().await?;
     let url = client.url().to_owned();
+    let max_pods = client.max_pods;
     let labels = labels.clone();
     // Decoding a 1 MiB list takes milliseconds: off the runtime threads.
     let decoded = tokio::task::spawn_blocking(move || {
-        parse_pod_list(&body)
-            .map(|pods| (pods.len(), MetaIndex::build(&pods, &labels, max_pod_labels)))
+        let keep_annotation = |k: &str| {
+            k == super::MIRROR_ANNOTATION
+                || k == super::HASH_ANNOTATION
+                || labels.pod_annotations.is_match(k)
+        };
+        let keep = Keep {
+            max_pods,
+            label: &|k| labels.pod_labels.is_match(k),
+            annotation: &keep_annotation,
+        };
+        let decoded = parse_pod_list_kept(&body, &keep)
+            .map(|pods| (pods.len(), MetaIndex::build(&pods, &labels, max_pod_labels)));
+        drop(body);
+        crate::malloc_tuning::release_free_memory();
+        decoded
     })
     .await
     .map_err(|e| FetchError::Connect {

@@ -49,8 +49,8 @@ pub struct MetaIndex {
     containers: HashMap<String, ContainerMeta>,
 }
 
-const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
-const HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+pub const HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
 
 impl MetaIndex {
     /// Builds the index from decoded pods, applying the label allowlists.

@@ -465,6 +465,35 @@ fn a_fifo_or_a_device_in_the_tree_costs_only_its_own_series() {
     assert!(others > 3, "{others}");
 }
 
+/// A link in the tree to a directory outside it (here a copy of a container, shaped like one)
+/// is neither walked nor read: a bind-mounted tree cannot lead podstat out of its roots.
+#[test]
+fn links_out_of_the_tree_are_not_followed() {
+    let (_tmp, cg) = pinned_tree("cgroup-v2/kubepods-systemd-containerd");
+    let container = walk_dirs(&cg)
+        .into_iter()
+        .find(|d| d.to_string_lossy().ends_with(".scope") && d.join("memory.stat").exists())
+        .expect("a container directory");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let copy = outside.path().join("elsewhere");
+    std::fs::create_dir(&copy).expect("mkdir");
+    for entry in std::fs::read_dir(&container).expect("read_dir").flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy");
+        }
+    }
+    let parent = container.parent().expect("pod directory");
+    let link_name = format!("cri-containerd-{}.scope", "ee".repeat(32));
+    std::os::unix::fs::symlink(&copy, parent.join(&link_name)).expect("symlink");
+    let agent = agent_over(&cg, "[server]\nmin_collect_interval_ms = 0\n");
+    let body = String::from_utf8(agent.scrape().to_vec()).expect("utf-8");
+    assert!(
+        !body.contains(&link_name),
+        "a linked directory was reported"
+    );
+    assert!(body.contains("container_cpu_usage_seconds_total{"));
+}
+
 fn walk_dirs(root: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];

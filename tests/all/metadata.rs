@@ -962,3 +962,120 @@ fn a_restart_never_serves_series_without_pod_labels() {
     let (status, _, _) = http_get(&addr, "/readyz", "").expect("readyz");
     assert!(status.contains(" 200 "), "{status}");
 }
+
+/// A PodList of `n` pods shaped like a busy real node's: labels, long annotations (a
+/// last-applied-configuration), two containers each. About 600 bytes a pod.
+fn big_pod_list(n: usize) -> Vec<u8> {
+    let items: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "metadata": {
+                    "name": format!("web-{i}"), "namespace": format!("team-{}", i % 40),
+                    "uid": format!("00000000-0000-4000-8000-{i:012x}"),
+                    "labels": {"app": "web", "pod-template-hash": format!("{i:08x}"), "tier": "frontend", "release": "stable"},
+                    "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x".repeat(200), "checksum/config": format!("{i:064x}")}
+                },
+                "spec": {"containers": [{"name": "app", "image": "example.com/web:1"}, {"name": "proxy", "image": "example.com/proxy:1"}]},
+                "status": {"containerStatuses": [
+                    {"name": "app", "containerID": format!("containerd://{i:060x}aaaa"), "image": "example.com/web:1", "imageID": "example.com/web@sha256:aa"},
+                    {"name": "proxy", "containerID": format!("containerd://{i:060x}bbbb"), "image": "example.com/proxy:1", "imageID": "example.com/proxy@sha256:bb"}
+                ]}
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"kind": "PodList", "apiVersion": "v1", "items": items}))
+        .expect("json")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A 50,000-pod list (29 MB) and back to 100: podstat's memory comes back within a minute;
+/// with the default max_pods the big list is refused while decoding and memory hardly moves.
+#[test]
+fn memory_comes_back_after_a_huge_pod_list() {
+    let _heavy = crate::support::exclusive();
+    let cert = TestCert::generate();
+    let small = big_pod_list(100);
+    let huge = big_pod_list(50_000);
+    assert!(huge.len() > 25 << 20, "{} bytes", huge.len());
+    let kubelet = FakeKubelet::start(&cert, Behavior::ok(small.clone(), TOKEN));
+    let node = node(&cert);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pods_now = |addr: &str| {
+        let (_, _, body) = http_get(addr, "/metrics", "").expect("metrics");
+        sample_value(
+            &String::from_utf8_lossy(&body),
+            "podstat_metadata_pods",
+            &[],
+        )
+    };
+    let settle = |addr: &str, pods: f64| {
+        wait_for(Duration::from_secs(60), || {
+            (pods_now(addr) == Some(pods)).then_some(())
+        })
+        .unwrap_or_else(|| panic!("never saw {pods} pods"));
+    };
+
+    for (max_pods, accepted) in [(60_000, true), (5_000, false)] {
+        kubelet.set(|b| b.body = small.clone());
+        let file = dir.path().join("podstat.toml");
+        std::fs::write(
+            &file,
+            config_text(
+                &node,
+                &kubelet.url(),
+                &format!("refresh_interval = \"300ms\"\nmax_response_bytes = 67108864\nmax_pods = {max_pods}\n"),
+            ),
+        )
+        .expect("write");
+        let (podstat, addr) = crate::e2e_prometheus::start_configured_podstat(&file);
+        settle(&addr, 100.0);
+        std::thread::sleep(Duration::from_secs(2));
+        let steady = rss_kib(podstat.pid());
+        kubelet.set(|b| b.body = huge.clone());
+        let mut peak = steady;
+        if accepted {
+            settle(&addr, 50_000.0);
+            peak = peak.max(rss_kib(podstat.pid()));
+        } else {
+            // Refused: counted as too_large, the 100-pod view stays.
+            wait_for(Duration::from_secs(60), || {
+                let (_, _, body) = http_get(&addr, "/metrics", "").ok()?;
+                let body = String::from_utf8_lossy(&body).into_owned();
+                peak = peak.max(rss_kib(podstat.pid()));
+                (sample_value(
+                    &body,
+                    "podstat_metadata_errors_total",
+                    &["kind=\"too_large\""],
+                ) >= Some(2.0))
+                .then_some(())
+            })
+            .expect("the huge list was not refused");
+            assert_eq!(pods_now(&addr), Some(100.0));
+        }
+        kubelet.set(|b| b.body = small.clone());
+        settle(&addr, 100.0);
+        let back = wait_for(Duration::from_secs(60), || {
+            let rss = rss_kib(podstat.pid());
+            (rss < steady * 2).then_some(rss)
+        });
+        eprintln!(
+            "max_pods {max_pods}: RSS steady {steady} KiB, peak {peak} KiB, after {:?} KiB",
+            back.unwrap_or_else(|| rss_kib(podstat.pid()))
+        );
+        assert!(
+            back.is_some(),
+            "RSS {} KiB a minute after, {steady} KiB before",
+            rss_kib(podstat.pid())
+        );
+    }
+}

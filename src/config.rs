@@ -222,6 +222,8 @@ pub struct ServerConfig {
     /// Empty: none.
     #[serde(default = "defaults::web_config_file")]
     pub web_config_file: PathBuf,
+    #[serde(default = "defaults::kubernetes_auth")]
+    pub kubernetes_auth: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -664,6 +666,7 @@ defaults! {
     header_read_timeout: HumanDuration = server.header_read_timeout;
     idle_timeout: HumanDuration = server.idle_timeout;
     web_config_file: PathBuf = server.web_config_file;
+    kubernetes_auth: bool = server.kubernetes_auth;
     cgroup_root: PathBuf = paths.cgroup_root;
     proc_root: PathBuf = paths.proc_root;
     sys_root: PathBuf = paths.sys_root;

@@ -11,6 +11,7 @@ use podstat::agent::Agent;
 use podstat::cli::{Cli, Command};
 use podstat::config::{self, Config, MetadataSource};
 use podstat::expose::connections::{Connections, Limits};
+use podstat::expose::delegated::DelegatedAuth;
 use podstat::expose::server::Server;
 use podstat::expose::webconfig::{BasicAuth, WebConfigWatch};
 
@@ -52,6 +53,9 @@ fn full_check(config: &Config) -> Result<(), String> {
     podstat::policy::Policy::new(config).map_err(|e| e.to_string())?;
     metadata_source_check(config)?;
     WebConfigWatch::new(&config.server.web_config_file).map_err(|e| e.to_string())?;
+    if config.server.kubernetes_auth {
+        podstat::expose::delegated::check(&config.kubernetes)?;
+    }
     Ok(())
 }
 
@@ -286,6 +290,11 @@ fn serve(
     runtime.block_on(async {
         let listener = listen(config.server.listen)
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let delegated = if config.server.kubernetes_auth {
+            Some(DelegatedAuth::new(&config.kubernetes).map_err(anyhow::Error::msg)?)
+        } else {
+            None
+        };
         let connections = Connections::new(Limits {
             max: config.server.max_connections,
             header_timeout: config.server.header_read_timeout.0,
@@ -298,11 +307,13 @@ fn serve(
             connections,
             web,
             auth: BasicAuth::default(),
+            delegated,
         });
         tracing::info!(
             listen = %listener.local_addr()?,
             tls = server.web.current().tls.is_some(),
             basic_auth = server.web.current().auth_required(),
+            kubernetes_auth = server.delegated.is_some(),
             "serving /metrics"
         );
         match config.kubernetes.source {

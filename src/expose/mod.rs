@@ -3,6 +3,7 @@
 
 pub mod cardinality;
 pub mod connections;
+pub mod delegated;
 pub mod encode;
 pub mod gzip;
 pub mod names;

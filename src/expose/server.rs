@@ -18,6 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use super::connections::{Closed, ConnState, Connections, GuardedBody, Slot, Watched};
+use super::delegated::{DelegatedAuth, Verdict};
 use super::webconfig::{BasicAuth, WebConfig, WebConfigWatch};
 use crate::agent::{Agent, Chunks, CHUNK, KEEP_BELOW};
 
@@ -140,6 +141,8 @@ pub struct Server {
     pub connections: Arc<Connections>,
     pub web: WebConfigWatch,
     pub auth: BasicAuth,
+    /// `[server] kubernetes_auth`: bearer tokens reviewed by the API server.
+    pub delegated: Option<DelegatedAuth>,
 }
 
 /// Runs blocking work (a collection, a bcrypt check) without holding up the runtime's other
@@ -154,6 +157,40 @@ pub fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
         }
         _ => work(),
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Granted,
+    Unauthenticated,
+    Forbidden,
+    /// The API server could not review the token: refused, as any failure is.
+    ReviewFailed,
+}
+
+/// Whether a request may read the metrics: open when neither basic auth (web config) nor
+/// `kubernetes_auth` is on; otherwise valid basic credentials, or a bearer token that the API
+/// server accepts and allows to get this node's nodes/metrics.
+async fn access(server: &Server, web: &WebConfig, header: Option<&HeaderValue>) -> Access {
+    if !web.auth_required() && server.delegated.is_none() {
+        return Access::Granted;
+    }
+    let bearer = header.is_some_and(|h| h.as_bytes().starts_with(b"Bearer "));
+    if let (Some(delegated), true) = (&server.delegated, bearer) {
+        return match delegated.review(header).await {
+            Ok(Verdict::Allowed) => Access::Granted,
+            Ok(Verdict::Forbidden) => Access::Forbidden,
+            Ok(Verdict::Unauthenticated) => Access::Unauthenticated,
+            Err(e) => {
+                tracing::warn!(error = %e, "token review failed; request refused");
+                Access::ReviewFailed
+            }
+        };
+    }
+    if web.auth_required() && header.is_some() && server.auth.check(web, header).await {
+        return Access::Granted;
+    }
+    Access::Unauthenticated
 }
 
 fn is_health_path(path: &str) -> bool {
@@ -185,21 +222,30 @@ async fn route(server: &Arc<Server>, web: &WebConfig, req: Request<Incoming>) ->
     let path = req.uri().path();
     // Health endpoints answer everyone (the kubelet's probes carry no credentials), but tell
     // details (errors, container counts) only to a client that authenticates.
-    let authenticated = !web.auth_required()
-        || (req.headers().contains_key(AUTHORIZATION)
-            && server
-                .auth
-                .check(web, req.headers().get(AUTHORIZATION))
-                .await);
-    if !authenticated && !is_health_path(path) {
+    let access = access(server, web, req.headers().get(AUTHORIZATION)).await;
+    if access != Access::Granted && !is_health_path(path) {
         server.connections.count_unauthorized();
-        let mut r = respond(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n");
-        r.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"podstat\""),
-        );
+        let (status, text) = match access {
+            Access::Forbidden => (StatusCode::FORBIDDEN, "forbidden\n"),
+            Access::ReviewFailed => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot check credentials now\n",
+            ),
+            _ => (StatusCode::UNAUTHORIZED, "unauthorized\n"),
+        };
+        let mut r = respond(status, "text/plain", text);
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = if web.auth_required() {
+                "Basic realm=\"podstat\""
+            } else {
+                "Bearer"
+            };
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
         return r;
     }
+    let authenticated = access == Access::Granted;
     let agent = &server.agent;
     match path {
         "/metrics" => {

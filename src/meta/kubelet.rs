@@ -146,7 +146,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
     }
 }
 
-fn tls_config(cfg: &KubernetesConfig) -> Result<rustls::ClientConfig, FetchError> {
+pub(crate) fn tls_config(cfg: &KubernetesConfig) -> Result<rustls::ClientConfig, FetchError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -291,7 +291,7 @@ impl KubeletClient {
     }
 }
 
-fn read_token(path: &Path) -> Result<HeaderValue, FetchError> {
+pub(crate) fn read_token(path: &Path) -> Result<HeaderValue, FetchError> {
     let text = std::fs::read_to_string(path).map_err(|source| FetchError::Token {
         path: path.to_path_buf(),
         source,

@@ -53,6 +53,23 @@ impl TestCert {
         }
     }
 
+    /// A rustls server config presenting this certificate.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("tls versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![rustls::pki_types::CertificateDer::from(
+                    self.cert_der.clone(),
+                )],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into()),
+            )
+            .expect("server cert");
+        Arc::new(config)
+    }
+
     /// Writes the certificate as a CA file for podstat's `ca_file`.
     pub fn write_ca(&self, dir: &Path) -> PathBuf {
         let path = dir.join("ca.crt");

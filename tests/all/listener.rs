@@ -717,3 +717,152 @@ fn check_config_rejects_a_bad_web_config() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not a bcrypt hash"), "{stderr}");
 }
+
+// ---- delegated authentication (TokenReview + SubjectAccessReview) ----
+
+/// A fake API server answering TokenReviews and SubjectAccessReviews like a real one would for
+/// a cluster where `prom-token` belongs to monitoring:prometheus (allowed nodes/metrics on
+/// node-a) and `nobody-token` to default:nobody (no rights); podstat must present `podstat-sa`.
+fn fake_review_server(
+    cert: &crate::fake_kubelet::TestCert,
+) -> (
+    String,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    use http_body_util::BodyExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    let reviews = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config());
+    let counted = Arc::clone(&reviews);
+    let (stop, thread) = crate::fake_kubelet::serve_on_thread(listener, move |tcp| {
+        let acceptor = acceptor.clone();
+        let counted = Arc::clone(&counted);
+        async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| {
+                    let counted = Arc::clone(&counted);
+                    async move {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let own = req
+                            .headers()
+                            .get("authorization")
+                            .is_some_and(|v| v.as_bytes() == b"Bearer podstat-sa");
+                        let path = req.uri().path().to_owned();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let review: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        let spec = &review["spec"];
+                        let (status, answer) = if !own {
+                            (401, serde_json::json!({"kind": "Status"}))
+                        } else if path.ends_with("/tokenreviews") {
+                            let user = match spec["token"].as_str() {
+                                Some("prom-token") => {
+                                    Some("system:serviceaccount:monitoring:prometheus")
+                                }
+                                Some("nobody-token") => {
+                                    Some("system:serviceaccount:default:nobody")
+                                }
+                                _ => None,
+                            };
+                            (
+                                201,
+                                serde_json::json!({"status": match user {
+                                    Some(u) => serde_json::json!({"authenticated": true, "user": {"username": u, "uid": "1", "groups": ["system:serviceaccounts"]}}),
+                                    None => serde_json::json!({"authenticated": false}),
+                                }}),
+                            )
+                        } else if path.ends_with("/subjectaccessreviews") {
+                            let ra = &spec["resourceAttributes"];
+                            let allowed = spec["user"]
+                                == "system:serviceaccount:monitoring:prometheus"
+                                && ra["verb"] == "get"
+                                && ra["resource"] == "nodes"
+                                && ra["subresource"] == "metrics"
+                                && ra["name"] == "node-a";
+                            (201, serde_json::json!({"status": {"allowed": allowed}}))
+                        } else {
+                            (404, serde_json::json!({}))
+                        };
+                        let mut r = hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(answer.to_string()),
+                        ));
+                        *r.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        }
+    });
+    (url, reviews, stop, thread)
+}
+
+#[test]
+fn bearer_tokens_are_reviewed_by_the_api_server_and_failures_close_the_door() {
+    let cert = crate::fake_kubelet::TestCert::generate();
+    let (api, reviews, stop, thread) = fake_review_server(&cert);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "podstat-sa\n").expect("write");
+    let ca = cert.write_ca(dir.path());
+    let config = dir.path().join("podstat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nkubernetes_auth = true\n[kubernetes]\napiserver_url = {api:?}\nnode_name = \"node-a\"\ntoken_file = {token:?}\nca_file = {ca:?}\nrequest_timeout = \"2s\"\n"
+        ),
+    )
+    .expect("write");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut args = fixture_args(&addr);
+    args.extend(["--config".into(), config.display().to_string()]);
+    let _podstat = start_podstat(&args.iter().map(String::as_str).collect::<Vec<_>>(), &addr);
+    let get = |headers: &str| {
+        let (status, head, body) = http_get(&addr, "/metrics", headers).expect("metrics");
+        (status, head, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (status, head, _) = get("");
+    assert!(status.contains(" 401 "), "{status}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    let (status, _, _) = get("Authorization: Bearer forged\r\n");
+    assert!(status.contains(" 401 "), "{status}");
+    let (status, _, _) = get("Authorization: Bearer nobody-token\r\n");
+    assert!(status.contains(" 403 "), "{status}");
+    let (status, _, body) = get("Authorization: Bearer prom-token\r\n");
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(body.contains("container_cpu_usage_seconds_total"));
+    // Cached: five more scrapes with the same token ask the API server nothing.
+    let asked = reviews.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..5 {
+        let (status, _, _) = get("Authorization: Bearer prom-token\r\n");
+        assert!(status.contains(" 200 "), "{status}");
+    }
+    assert_eq!(reviews.load(std::sync::atomic::Ordering::SeqCst), asked);
+    // Health stays open, and says no more than its status.
+    let (status, _, body) = http_get(&addr, "/readyz", "").expect("readyz");
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(String::from_utf8_lossy(&body).trim(), "{\"status\":\"ok\"}");
+    // The API server goes away: an unreviewed token is refused, never let through.
+    let _ = stop.send(());
+    let _ = thread.join();
+    let (status, _, _) = get("Authorization: Bearer another-token\r\n");
+    assert!(status.contains(" 503 "), "{status}");
+}

@@ -34,8 +34,25 @@ for p in range((n + 2) // 3):
                   "status": {"phase": "Running", "containerStatuses": statuses}})
 body = json.dumps({"kind": "PodList", "apiVersion": "v1", "items": items}).encode()
 
+# FAULTS=1 (benches/soak.sh): the answer changes every 10 s through a cycle of what broken
+# kubelets do: ok, HTTP 500, an answer slower than podstat's timeout, a truncated body, ok, a
+# connection closed without an answer.
+FAULTS = os.environ.get("FAULTS") == "1"
+
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if FAULTS:
+            import time
+            slot = int(time.time() // 10) % 6
+            if slot == 1:
+                self.send_response(500); self.send_header("Content-Length", "0"); self.end_headers(); return
+            if slot == 2:
+                time.sleep(15)
+            if slot == 3:
+                self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+                self.wfile.write(body[: len(body) // 2]); return
+            if slot == 5:
+                self.close_connection = True; return
         ok = self.headers.get("Authorization") == "Bearer " + token
         self.send_response(200 if ok else 401)
         self.send_header("Content-Length", str(len(body) if ok else 0))
@@ -45,7 +62,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
-srv = http.server.HTTPServer(("127.0.0.1", int(port)), H)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), H)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True)

@@ -376,6 +376,20 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves one connection over any byte stream, with podstat's limits and access checks:
+/// the HTTP fuzz target (`fuzz/`) drives the request path in memory through it.
+pub async fn serve_stream<I>(server: &Arc<Server>, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Some((slot, _)) = server.connections.admit(-1) else {
+        return;
+    };
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+    drive(server, Watched::new(io, &slot), peer, &slot, stopping).await;
+}
+
 /// One connection: the TLS handshake if the web config asks for one, then HTTP/1.1 until the
 /// client closes, a limit closes it, or podstat stops.
 async fn connection(

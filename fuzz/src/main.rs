@@ -1,0 +1,146 @@
+//! One AFL++ harness for every fuzz target; `FUZZ_TARGET` picks it (see fuzz/README.md):
+//! - `cgroup`:  every parser of cgroup files (cpu, memory, blkio/io, pressure, pids, procs);
+//! - `procfs`:  every parser of procfs and sysfs files (mountinfo, diskstats, meminfo, cpuinfo,
+//!   limits, stat, os-release, net/dev);
+//! - `podlist`: the kubelet PodList decoder and the join index built from it;
+//! - `config`:  the TOML config loader with every check `--check-config` makes of the text;
+//! - `http`:    the HTTP request path: raw bytes into podstat's listener code (limits, access
+//!   checks, routing, /metrics over fixture cgroups), response read back.
+//!
+//! A crash is any panic: every target must accept any input and at most return an error.
+
+use std::sync::{Arc, OnceLock};
+
+use podstat::parse;
+
+fn cgroup(data: &[u8]) {
+    let _ = parse::cpu::cpu_stat(data);
+    let _ = parse::cpu::cpuacct_stat(data);
+    let _ = parse::cpu::cpu_max(data);
+    let _ = parse::memory::memory_stat_v1(data, true);
+    let _ = parse::memory::memory_stat_v1(data, false);
+    let _ = parse::memory::memory_stat_v2(data);
+    let _ = parse::memory::memory_events(data);
+    let _ = parse::memory::oom_control_kills(data);
+    let mut out = Vec::new();
+    let _ = parse::blkio::io_stat(data, &mut out);
+    for kind in [parse::blkio::BlkioKind::Bytes, parse::blkio::BlkioKind::Ops] {
+        out.clear();
+        let _ = parse::blkio::blkio_v1(data, kind, &mut out);
+    }
+    let _ = parse::psi::pressure(data);
+    let _ = parse::cgroup_procs(data);
+    let _ = parse::pids(data).count();
+    let _ = parse::max_or_u64(data);
+    let _ = parse::single_u64(data);
+    let _ = parse::single_i64(data);
+}
+
+fn procfs(data: &[u8]) {
+    let _ = parse::procfs::cgroup_mounts(data);
+    let _ = parse::procfs::filesystems(data);
+    let _ = parse::procfs::root_overlay_upperdir(data);
+    let _ = parse::procfs::diskstats(data);
+    let _ = parse::procfs::meminfo_totals(data);
+    let _ = parse::procfs::cpu_topology(data);
+    let _ = parse::procfs::limits_max_open_files(data);
+    let _ = parse::procfs::stat_state(data);
+    let _ = parse::procfs::os_release_pretty_name(data);
+    let mut interfaces = 0usize;
+    let _ = parse::netdev::net_dev(data, |_, _| interfaces += 1);
+}
+
+fn podlist(data: &[u8]) {
+    static LABELS: OnceLock<podstat::config::LabelsConfig> = OnceLock::new();
+    let labels = LABELS.get_or_init(|| {
+        let mut c = podstat::config::default_config().expect("default config").labels;
+        c.pod_labels = podstat::config::KeyPatterns::new(vec!["*".into()]).expect("patterns");
+        c
+    });
+    if let Ok(pods) = podstat::meta::podlist::parse_pod_list(data) {
+        let _ = podstat::meta::MetaIndex::build(&pods, labels, 10);
+    }
+}
+
+fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(c) = podstat::config::parse(text, "fuzz") {
+            let _ = podstat::policy::Policy::new(&c);
+        }
+    }
+}
+
+struct Http {
+    runtime: tokio::runtime::Runtime,
+    server: Arc<podstat::expose::server::Server>,
+}
+
+fn http(data: &[u8]) {
+    static HTTP: OnceLock<Http> = OnceLock::new();
+    let h = HTTP.get_or_init(|| {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let text = format!(
+            "[paths]\ncgroup_root = {:?}\nproc_root = {:?}\nsys_root = {:?}\n[server]\nmax_connections = 4\nheader_read_timeout = \"1s\"\n",
+            fixtures.join("cgroup-v2/kubepods-systemd-containerd"),
+            fixtures.join("proc-node"),
+            fixtures.join("sys-node"),
+        );
+        let config = podstat::config::parse(&text, "fuzz").expect("fuzz config");
+        let agent = Arc::new(podstat::agent::Agent::new(&config).expect("agent"));
+        let connections = podstat::expose::connections::Connections::new(
+            podstat::expose::connections::Limits {
+                max: 4,
+                header_timeout: std::time::Duration::from_secs(1),
+                idle_timeout: std::time::Duration::from_secs(1),
+            },
+        );
+        let server = Arc::new(podstat::expose::server::Server {
+            agent,
+            gzip: true,
+            connections,
+            web: podstat::expose::webconfig::WebConfigWatch::none(),
+            auth: podstat::expose::webconfig::BasicAuth::default(),
+            delegated: None,
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        Http { runtime, server }
+    });
+    h.runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, served) = tokio::io::duplex(1 << 16);
+        let server = Arc::clone(&h.server);
+        let serving = tokio::spawn(async move {
+            podstat::expose::server::serve_stream(&server, served).await;
+        });
+        let _ = client.write_all(data).await;
+        let _ = client.shutdown().await;
+        let mut response = Vec::new();
+        // Bounded: a request the server waits on (an incomplete one) ends at the header timeout.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            client.read_to_end(&mut response),
+        )
+        .await;
+        drop(client);
+        let _ = serving.await;
+    });
+}
+
+fn main() {
+    let target = std::env::var("FUZZ_TARGET").unwrap_or_default();
+    let run: fn(&[u8]) = match target.as_str() {
+        "cgroup" => cgroup,
+        "procfs" => procfs,
+        "podlist" => podlist,
+        "config" => config,
+        "http" => http,
+        other => {
+            eprintln!("FUZZ_TARGET={other:?}: use cgroup, procfs, podlist, config or http");
+            std::process::exit(2);
+        }
+    };
+    afl::fuzz!(|data: &[u8]| run(data));
+}

@@ -66,6 +66,7 @@ for src in SOURCES:
                 add("podlist", small_podlist(data))
 add("config", open(os.path.join(ROOT, "config", "podstat.toml"), "rb").read())
 add("config", b"[server]\nlisten = \"127.0.0.1:9780\"\n[filters]\nexclude_cgroups = [\"**/x*\"]\n[kubernetes]\nsource = \"kubelet\"\nkubelet_url = \"https://127.0.0.1:10250/pods\"\n")
+add("config", b"tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\nbasic_auth_users:\n  prom: $2y$10$abcdefghijklmnopqrstuu5jDEsLNIrs2mfKwNvO0v4wQ1kLAH1Bm\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n")
 for req in (b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n",
             b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET /cardinality?top=3 HTTP/1.0\r\n\r\n",

@@ -3,7 +3,8 @@
 //! - `procfs`:  every parser of procfs and sysfs files (mountinfo, diskstats, meminfo, cpuinfo,
 //!   limits, stat, os-release, net/dev);
 //! - `podlist`: the kubelet PodList decoder and the join index built from it;
-//! - `config`:  the TOML config loader with every check `--check-config` makes of the text;
+//! - `config`:  the TOML config loader with every check `--check-config` makes of the text,
+//!   and the web config (YAML) parser;
 //! - `http`:    the HTTP request path: raw bytes into podstat's listener code (limits, access
 //!   checks, routing, /metrics over fixture cgroups), response read back.
 //!
@@ -67,6 +68,8 @@ fn config(data: &[u8]) {
         if let Ok(c) = podstat::config::parse(text, "fuzz") {
             let _ = podstat::policy::Policy::new(&c);
         }
+        // The same text as a web config (YAML): its files do not exist, so TLS stops there.
+        let _ = podstat::expose::webconfig::parse(text, std::path::Path::new("/nonexistent"));
     }
 }
 

@@ -98,6 +98,16 @@ pub fn load(path: &Path) -> Result<(WebConfig, Vec<PathBuf>), WebConfigError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (config, mut files) = parse(&text, dir).map_err(fail)?;
+    files.insert(0, path.to_path_buf());
+    Ok((config, files))
+}
+
+/// A web config's text; relative paths in it are relative to `dir`. Returns the config and
+/// the files it names.
+pub fn parse(text: &str, dir: &Path) -> Result<(WebConfig, Vec<PathBuf>), String> {
+    let fail = |reason: String| reason;
     let file: WebConfigFile = if text.trim().is_empty() {
         WebConfigFile {
             tls_server_config: None,
@@ -105,10 +115,9 @@ pub fn load(path: &Path) -> Result<(WebConfig, Vec<PathBuf>), WebConfigError> {
             basic_auth_users: BTreeMap::new(),
         }
     } else {
-        serde_yaml::from_str(&text).map_err(|e| fail(e.to_string()))?
+        serde_yaml::from_str(text).map_err(|e| fail(e.to_string()))?
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut files = vec![path.to_path_buf()];
+    let mut files = Vec::new();
     let mut config = WebConfig::default();
     for (user, hash) in &file.basic_auth_users {
         if user.contains(':') {

@@ -338,17 +338,19 @@ fn serve(
             #[cfg(not(feature = "apiserver"))]
             MetadataSource::ApiServer => {}
         }
+        let (move_to, moves) = tokio::sync::mpsc::channel(1);
         tokio::spawn(reload_on_hangup(
             Arc::clone(&server),
             config.clone(),
             reload,
+            move_to,
         ));
         // First discovery right away, so /readyz turns ready without waiting for a scrape.
         let warm = Arc::clone(&agent);
         tokio::task::spawn_blocking(move || {
             warm.scrape();
         });
-        podstat::expose::server::serve(server, listener, shutdown_signal())
+        podstat::expose::server::serve(server, listener, moves, shutdown_signal())
             .await
             .context("server failed")
     })
@@ -356,13 +358,15 @@ fn serve(
 
 /// SIGHUP: the config file is read and checked again (everything `--check-config` checks). A
 /// config that fails is logged and the running one kept. One that passes puts its filters,
-/// series budget and web config (TLS, users) in force at once, with no scrape dropped; the
-/// sections that need a restart (the listener, paths, collectors, discovery, the metadata
-/// source, labels) are named in a warning if they changed.
+/// series budget, web config (TLS, users) and listen address in force at once, with no scrape
+/// dropped (connections to the old address finish as they are); the sections that need a
+/// restart (the other [server] keys, paths, collectors, discovery, the metadata source,
+/// labels) are named in a warning if they changed.
 async fn reload_on_hangup(
     server: Arc<Server>,
     mut running: Config,
     reload: impl Fn() -> Result<Config, String>,
+    move_to: tokio::sync::mpsc::Sender<tokio::net::TcpListener>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = match signal(SignalKind::hangup()) {
@@ -374,7 +378,7 @@ async fn reload_on_hangup(
     };
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
-        let next = match reload() {
+        let mut next = match reload() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "config not reloaded; the running config stays in force");
@@ -388,8 +392,19 @@ async fn reload_on_hangup(
                 continue;
             }
         }
-        if next.server.web_config_file == running.server.web_config_file {
-            server.web.reload_now();
+        if !server.web.switch_to(&next.server.web_config_file) {
+            next.server.web_config_file = running.server.web_config_file.clone();
+        }
+        if next.server.listen != running.server.listen {
+            match listen(next.server.listen) {
+                Ok(l) => {
+                    let _ = move_to.send(l).await;
+                }
+                Err(e) => {
+                    tracing::error!(listen = %next.server.listen, error = %e, "cannot listen on the new address; still on the old one");
+                    next.server.listen = running.server.listen;
+                }
+            }
         }
         let restart = sections_needing_restart(&running, &next);
         if restart.is_empty() {
@@ -397,7 +412,7 @@ async fn reload_on_hangup(
         } else {
             tracing::warn!(
                 sections = %restart.join(", "),
-                "config reloaded: filters, max_series and the web config are in force; these changed sections take effect at the next restart"
+                "config reloaded: filters, max_series, the web config and listen are in force; these changed sections take effect at the next restart"
             );
         }
         running = next;
@@ -410,8 +425,15 @@ fn sections_needing_restart(a: &Config, b: &Config) -> Vec<&'static str> {
         |x: &dyn std::fmt::Debug, y: &dyn std::fmt::Debug| format!("{x:?}") != format!("{y:?}");
     let mut out = Vec::new();
     let limits = |c: &Config| (c.limits.max_label_value_length, c.limits.max_pod_labels);
+    // listen and web_config_file are applied by the reload itself.
+    let server = |c: &Config| {
+        let mut s = c.server.clone();
+        s.listen = a.server.listen;
+        s.web_config_file = a.server.web_config_file.clone();
+        s
+    };
     for (name, changed) in [
-        ("server", differs(&a.server, &b.server)),
+        ("server", differs(&server(a), &server(b))),
         ("paths", differs(&a.paths, &b.paths)),
         ("reader", differs(&a.reader, &b.reader)),
         ("log", differs(&a.log, &b.log)),

@@ -333,15 +333,25 @@ fn release_when_stale(agent: &Arc<Agent>, made_at: std::time::Instant) {
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
 /// (up to 10 s).
+///
+/// A listener sent on `moves` replaces the current one (a SIGHUP with a new `listen`): the
+/// old socket stops accepting, its open connections carry on to their end.
 pub async fn serve(
     server: Arc<Server>,
-    listener: tokio::net::TcpListener,
+    mut listener: tokio::net::TcpListener,
+    mut moves: tokio::sync::mpsc::Receiver<tokio::net::TcpListener>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            Some(moved) = moves.recv() => {
+                if let Ok(addr) = moved.local_addr() {
+                    tracing::info!(listen = %addr, "now listening here; connections to the old address finish as they are");
+                }
+                listener = moved;
+            }
             accepted = listener.accept() => {
                 let (stream, peer): (tokio::net::TcpStream, SocketAddr) = match accepted {
                     Ok(a) => a,

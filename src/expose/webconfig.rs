@@ -280,11 +280,12 @@ fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
 
 /// The web config in force, re-read when its files change.
 pub struct WebConfigWatch {
-    path: Option<PathBuf>,
     state: Mutex<Watched>,
 }
 
 struct Watched {
+    /// None: no web config (plain HTTP, no authentication).
+    path: Option<PathBuf>,
     config: Arc<WebConfig>,
     files: Vec<PathBuf>,
     stamps: Vec<Stamp>,
@@ -295,12 +296,33 @@ struct Watched {
 /// is in use within a second, rarely enough to cost nothing under a connection flood.
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// `path` loaded (empty: no web config).
+fn load_watched(path: &Path) -> Result<Watched, WebConfigError> {
+    if path.as_os_str().is_empty() {
+        return Ok(Watched {
+            path: None,
+            config: Arc::new(WebConfig::default()),
+            files: Vec::new(),
+            stamps: Vec::new(),
+            checked: Instant::now(),
+        });
+    }
+    let (config, files) = load(path)?;
+    Ok(Watched {
+        path: Some(path.to_path_buf()),
+        config: Arc::new(config),
+        stamps: stamps(&files),
+        files,
+        checked: Instant::now(),
+    })
+}
+
 impl WebConfigWatch {
     /// No web config: plain HTTP, no authentication.
     pub fn none() -> WebConfigWatch {
         WebConfigWatch {
-            path: None,
             state: Mutex::new(Watched {
+                path: None,
                 config: Arc::new(WebConfig::default()),
                 files: Vec::new(),
                 stamps: Vec::new(),
@@ -311,30 +333,20 @@ impl WebConfigWatch {
 
     /// Loads `path` (empty: none); an error here stops the start.
     pub fn new(path: &Path) -> Result<WebConfigWatch, WebConfigError> {
-        if path.as_os_str().is_empty() {
-            return Ok(WebConfigWatch::none());
-        }
-        let (config, files) = load(path)?;
         Ok(WebConfigWatch {
-            path: Some(path.to_path_buf()),
-            state: Mutex::new(Watched {
-                config: Arc::new(config),
-                stamps: stamps(&files),
-                files,
-                checked: Instant::now(),
-            }),
+            state: Mutex::new(load_watched(path)?),
         })
     }
 
     /// The config to use for a new connection or request.
     pub fn current(&self) -> Arc<WebConfig> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(path) = &self.path {
+        if let Some(path) = state.path.clone() {
             if state.checked.elapsed() >= RECHECK {
                 state.checked = Instant::now();
                 let now = stamps(&state.files);
                 if now != state.stamps {
-                    match load(path) {
+                    match load(&path) {
                         Ok((config, files)) => {
                             tracing::info!(file = %path.display(), tls = config.tls.is_some(), users = config.users.len(), "web config reloaded");
                             state.config = Arc::new(config);
@@ -353,18 +365,12 @@ impl WebConfigWatch {
         Arc::clone(&state.config)
     }
 
-    /// Loads the file again now (SIGHUP); false (and logged) when it does not load.
-    pub fn reload_now(&self) -> bool {
-        let Some(path) = &self.path else {
-            return true;
-        };
-        match load(path) {
-            Ok((config, files)) => {
-                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                state.config = Arc::new(config);
-                state.stamps = stamps(&files);
-                state.files = files;
-                state.checked = Instant::now();
+    /// Loads `path` now (SIGHUP; empty: no web config), in force for the next connections;
+    /// false (and logged) when it does not load, and the previous one stays.
+    pub fn switch_to(&self, path: &Path) -> bool {
+        match load_watched(path) {
+            Ok(watched) => {
+                *self.state.lock().unwrap_or_else(|p| p.into_inner()) = watched;
                 true
             }
             Err(e) => {

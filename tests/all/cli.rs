@@ -221,21 +221,23 @@ fn cardinality_report_of_a_one_shot_collection() {
 }
 
 #[test]
-fn sighup_reloads_the_filters_and_keeps_the_running_config_when_the_new_one_is_bad() {
+fn sighup_reloads_the_filters_listener_and_web_config_and_keeps_the_running_config_when_the_new_one_is_bad(
+) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("podstat.toml");
-    std::fs::write(&config, "[server]\nmin_collect_interval_ms = 0\n").expect("write");
     let addr = format!("127.0.0.1:{}", crate::support::free_port());
+    let server = |listen: &str, extra: &str| {
+        format!("[server]\nlisten = \"{listen}\"\nmin_collect_interval_ms = 0\n{extra}")
+    };
+    std::fs::write(&config, server(&addr, "")).expect("write");
     let root = fixtures().join("cgroup-v2/kubepods-systemd-containerd");
     let proc_root = fixtures().join("proc-node");
     let mut podstat = crate::support::start_podstat(
         &[
             "--config",
             config.to_str().expect("utf8"),
-            "--listen",
-            &addr,
             "--cgroup-root",
             root.to_str().expect("utf8"),
             "--proc-root",
@@ -245,9 +247,12 @@ fn sighup_reloads_the_filters_and_keeps_the_running_config_when_the_new_one_is_b
         ],
         &addr,
     );
-    let has_cpu = || {
-        let (_, _, body) = crate::support::http_get(&addr, "/metrics", "").expect("metrics");
-        String::from_utf8_lossy(&body).contains("\ncontainer_cpu_usage_seconds_total{")
+    let metrics = |addr: &str| {
+        crate::support::http_get(addr, "/metrics", "")
+            .map(|(status, _, body)| (status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    let has_cpu = |addr: &str| {
+        metrics(addr).is_ok_and(|(_, b)| b.contains("\ncontainer_cpu_usage_seconds_total{"))
     };
     let hangup = |pid: u32| {
         kill(
@@ -256,15 +261,13 @@ fn sighup_reloads_the_filters_and_keeps_the_running_config_when_the_new_one_is_b
         )
         .expect("kill -HUP");
     };
-    assert!(has_cpu());
+    assert!(has_cpu(&addr));
     // A filter added: in force after SIGHUP, with the --cgroup-root flag still applied.
-    std::fs::write(
-        &config,
-        "[server]\nmin_collect_interval_ms = 0\n[filters]\ndrop_metrics = [\"container_cpu_usage_seconds_total\"]\n",
-    )
-    .expect("write");
+    let drop_cpu = "[filters]\ndrop_metrics = [\"container_cpu_usage_seconds_total\"]\n";
+    std::fs::write(&config, server(&addr, drop_cpu)).expect("write");
     hangup(podstat.pid());
-    let dropped = crate::support::wait_for(Duration::from_secs(5), || (!has_cpu()).then_some(()));
+    let dropped =
+        crate::support::wait_for(Duration::from_secs(5), || (!has_cpu(&addr)).then_some(()));
     assert!(dropped.is_some(), "the reloaded filter is not in force");
     // A broken file: logged, and the running config (with its filter) stays.
     std::fs::write(&config, "[filters]\ndrop_metrics = 42\n").expect("write");
@@ -274,7 +277,29 @@ fn sighup_reloads_the_filters_and_keeps_the_running_config_when_the_new_one_is_b
         podstat.0.try_wait().expect("wait").is_none(),
         "podstat exited on SIGHUP"
     );
-    assert!(!has_cpu(), "a bad config replaced the running one");
-    let (status, _, _) = crate::support::http_get(&addr, "/readyz", "").expect("readyz");
+    assert!(metrics(&addr).is_ok_and(|(s, _)| s.contains(" 200 ")));
+    assert!(!has_cpu(&addr), "a bad config replaced the running one");
+    // A new address and a web config with basic auth: both in force, no restart.
+    let web = dir.path().join("web.yml");
+    let hash = bcrypt::hash("pw", 4).expect("bcrypt");
+    std::fs::write(&web, format!("basic_auth_users:\n  prom: {hash}\n")).expect("write");
+    let moved = format!("127.0.0.1:{}", crate::support::free_port());
+    std::fs::write(
+        &config,
+        server(&moved, &format!("web_config_file = {web:?}\n{drop_cpu}")),
+    )
+    .expect("write");
+    hangup(podstat.pid());
+    let answered = crate::support::wait_for(Duration::from_secs(5), || metrics(&moved).ok());
+    let (status, _) = answered.expect("the new address does not answer");
+    assert!(
+        status.contains(" 401 "),
+        "basic auth not in force: {status}"
+    );
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the old address still accepts"
+    );
+    let (status, _, _) = crate::support::http_get(&moved, "/readyz", "").expect("readyz");
     assert!(status.contains(" 200 "), "{status}");
 }

@@ -163,12 +163,48 @@ pub fn diskstats(bytes: &[u8]) -> Result<Vec<procfs_core::DiskStat>, ParseError>
 }
 
 /// `MemTotal` and `SwapTotal` in bytes.
+///
+/// Hand-written rather than procfs-core's `Meminfo`, which the fuzzer (fuzz/, target `procfs`)
+/// made panic within seconds: it multiplies a `kB` value by 1024 unchecked (overflow) and
+/// slices lines at byte offsets inside multi-byte characters. Two lines of one file do not need
+/// a general parser.
 pub fn meminfo_totals(bytes: &[u8]) -> Result<(u64, u64), ParseError> {
-    let info = procfs_core::Meminfo::from_buf_read(bytes).map_err(|_| ParseError::BadLine {
-        line: 0,
-        reason: "meminfo not understood",
-    })?;
-    Ok((info.mem_total, info.swap_total))
+    let mut mem_total = None;
+    let mut swap_total = None;
+    for (index, line) in super::lines(bytes).enumerate() {
+        let slot = if let Some(rest) = line.strip_prefix(b"MemTotal:") {
+            (&mut mem_total, rest)
+        } else if let Some(rest) = line.strip_prefix(b"SwapTotal:") {
+            (&mut swap_total, rest)
+        } else {
+            continue;
+        };
+        let bad = |reason| ParseError::BadLine {
+            line: index + 1,
+            reason,
+        };
+        let rest = super::trim(slot.1);
+        let (number, unit) = match rest.iter().position(|&b| b == b' ') {
+            Some(space) => (&rest[..space], super::trim(&rest[space..])),
+            None => (rest, &b""[..]),
+        };
+        let value = super::parse_u64(number)?;
+        let bytes = match unit {
+            b"kB" => value
+                .checked_mul(1024)
+                .ok_or(bad("meminfo: value too large"))?,
+            b"" => value,
+            _ => return Err(bad("meminfo: unit is not kB")),
+        };
+        *slot.0 = Some(bytes);
+    }
+    match (mem_total, swap_total) {
+        (Some(mem), swap) => Ok((mem, swap.unwrap_or(0))),
+        (None, _) => Err(ParseError::BadLine {
+            line: 0,
+            reason: "meminfo: no MemTotal line",
+        }),
+    }
 }
 
 /// What `/proc/cpuinfo` says of the CPUs: logical CPUs (`processor` lines), physical cores
@@ -291,6 +327,25 @@ pub fn os_release_pretty_name(bytes: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_totals_reject_what_they_cannot_hold() {
+        let ok = b"MemTotal:       24683656 kB\nMemFree:         2303444 kB\nSwapTotal:       1048572 kB\n";
+        assert_eq!(
+            meminfo_totals(ok).expect("meminfo"),
+            (24_683_656 * 1024, 1_048_572 * 1024)
+        );
+        assert_eq!(
+            meminfo_totals(b"MemTotal: 1024 kB\n").expect("no swap line"),
+            (1024 * 1024, 0)
+        );
+        // Found by the fuzzer in procfs-core's parser: a kB value that overflows in bytes,
+        // and a multi-byte character where a field is sliced.
+        assert!(meminfo_totals(b"MemTotal: 23034444444444444452 kB\n").is_err());
+        assert!(meminfo_totals(b"MemTotal: 18014398509481984 kB\n").is_err());
+        assert!(meminfo_totals("MemTotal: 1 k\u{00a3}\nP\u{00a3}: 3\n".as_bytes()).is_err());
+        assert!(meminfo_totals(b"MemFree: 1 kB\n").is_err());
+    }
 
     #[test]
     fn cpuinfo_counts_processors_cores_and_sockets() {

@@ -168,3 +168,25 @@ fn meminfo_and_cpuinfo() {
         "{cpus:?}"
     );
 }
+
+/// Inputs on which the fuzzer (fuzz/, target `procfs`) made a parser panic, kept so that it
+/// never comes back: every procfs parser must return, a value or an error.
+#[test]
+fn fuzzer_findings_no_longer_panic() {
+    let dir = fixtures().join("fuzz-regressions/procfs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz-regressions") {
+        let data = std::fs::read(entry.expect("entry").path()).expect("read");
+        let _ = podstat::parse::procfs::cgroup_mounts(&data);
+        let _ = podstat::parse::procfs::filesystems(&data);
+        let _ = podstat::parse::procfs::root_overlay_upperdir(&data);
+        let _ = podstat::parse::procfs::diskstats(&data);
+        let _ = podstat::parse::procfs::meminfo_totals(&data);
+        let _ = podstat::parse::procfs::cpu_topology(&data);
+        let _ = podstat::parse::procfs::limits_max_open_files(&data);
+        let _ = podstat::parse::procfs::stat_state(&data);
+        let _ = podstat::parse::procfs::os_release_pretty_name(&data);
+        n += 1;
+    }
+    assert!(n >= 10, "{n} inputs");
+}

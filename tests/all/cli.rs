@@ -232,21 +232,10 @@ fn sighup_reloads_the_filters_listener_and_web_config_and_keeps_the_running_conf
         format!("[server]\nlisten = \"{listen}\"\nmin_collect_interval_ms = 0\n{extra}")
     };
     std::fs::write(&config, server(&addr, "")).expect("write");
-    let root = fixtures().join("cgroup-v2/kubepods-systemd-containerd");
-    let proc_root = fixtures().join("proc-node");
-    let mut podstat = crate::support::start_podstat(
-        &[
-            "--config",
-            config.to_str().expect("utf8"),
-            "--cgroup-root",
-            root.to_str().expect("utf8"),
-            "--proc-root",
-            proc_root.to_str().expect("utf8"),
-            "--log-level",
-            "warn",
-        ],
-        &addr,
-    );
+    let mut args = vec!["--config".to_string(), config.display().to_string()];
+    args.extend(crate::support::fixture_node_args());
+    let mut podstat =
+        crate::support::start_podstat(&args.iter().map(String::as_str).collect::<Vec<_>>(), &addr);
     let metrics = |addr: &str| {
         crate::support::http_get(addr, "/metrics", "")
             .map(|(status, _, body)| (status, String::from_utf8_lossy(&body).into_owned()))

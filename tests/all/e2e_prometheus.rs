@@ -6,28 +6,15 @@ use std::time::Duration;
 
 use crate::fake_kubelet::{Behavior, FakeKubelet, TestCert};
 use crate::support::{
-    fixtures, free_port, gunzip, http_get, is_root, skip_unless, start_podstat, unique, wait_for,
-    which, CgroupGuard, ChildGuard,
+    free_port, gunzip, http_get, start_podstat, unique, wait_for, CgroupGuard, ChildGuard,
 };
 
 #[test]
 fn endpoints_health_gzip_and_content_type() {
     let addr = format!("127.0.0.1:{}", free_port());
-    let root = fixtures().join("cgroup-v2/kubepods-systemd-containerd");
-    let proc_root = fixtures().join("proc-node");
-    let _podstat = start_podstat(
-        &[
-            "--listen",
-            &addr,
-            "--cgroup-root",
-            root.to_str().expect("utf8"),
-            "--proc-root",
-            proc_root.to_str().expect("utf8"),
-            "--log-level",
-            "warn",
-        ],
-        &addr,
-    );
+    let mut args = vec!["--listen".to_string(), addr.clone()];
+    args.extend(crate::support::fixture_node_args());
+    let _podstat = start_podstat(&args.iter().map(String::as_str).collect::<Vec<_>>(), &addr);
     let ready = wait_for(Duration::from_secs(10), || {
         http_get(&addr, "/readyz", "")
             .ok()
@@ -150,16 +137,9 @@ pub fn start_configured_podstat(config: &std::path::Path) -> (ChildGuard, String
 
 #[test]
 fn real_prometheus_scrapes_podstat() {
-    let Some(prometheus) = which("prometheus") else {
-        assert!(!skip_unless(
-            false,
-            "prometheus binary (Debian package prometheus)"
-        ));
+    let Some(prometheus) = crate::support::prometheus_as_root() else {
         return;
     };
-    if skip_unless(is_root(), "root (creates cgroups with real processes)") {
-        return;
-    }
     // Two pods in kubelet-shaped cgroups: one container burning CPU, one sleeping.
     let top = unique("podstat-e2e-");
     // Container IDs of this run only: the kubelet's pods are joined to cgroups by container ID,

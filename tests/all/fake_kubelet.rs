@@ -108,19 +108,7 @@ impl FakeKubelet {
     ) -> FakeKubelet {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("tls versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![rustls::pki_types::CertificateDer::from(
-                    cert.cert_der.clone(),
-                )],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into()),
-            )
-            .expect("server cert");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config());
         let behavior = Arc::new(Mutex::new(behavior));
         let requests = Arc::new(AtomicUsize::new(0));
         let authorized = Arc::new(AtomicUsize::new(0));

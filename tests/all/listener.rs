@@ -11,23 +11,15 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::support::{
-    exclusive, fixtures, free_port, http_get, is_root, make_cgroups, move_into, sample_value,
-    skip_unless, start_podstat, unique, wait_for, which, ChildGuard,
+    exclusive, fixture_node_args, free_port, http_get, is_root, make_cgroups, move_into,
+    prometheus_as_root, rss_kib, sample_value, skip_unless, start_podstat, unique, wait_for,
+    ChildGuard,
 };
 
 fn fixture_args(addr: &str) -> Vec<String> {
-    let root = fixtures().join("cgroup-v2/kubepods-systemd-containerd");
-    let proc_root = fixtures().join("proc-node");
-    vec![
-        "--listen".into(),
-        addr.into(),
-        "--cgroup-root".into(),
-        root.display().to_string(),
-        "--proc-root".into(),
-        proc_root.display().to_string(),
-        "--log-level".into(),
-        "warn".into(),
-    ]
+    let mut args = vec!["--listen".to_string(), addr.to_string()];
+    args.extend(fixture_node_args());
+    args
 }
 
 /// A config file with `server_keys` in [server] and, if given, podstat reporting the raw
@@ -56,6 +48,28 @@ fn start_raw(args: &[String], addr: &str) -> ChildGuard {
     wait_for(Duration::from_secs(20), || TcpStream::connect(addr).ok())
         .expect("podstat did not start listening");
     guard
+}
+
+/// podstat over the fixture node on a free port with `flag value`; `tls`: its port answers
+/// TLS only, so only a TCP connect is waited for.
+fn over_fixtures(flag: &str, value: &Path, tls: bool) -> (ChildGuard, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut args = fixture_args(&addr);
+    args.extend([flag.to_string(), value.display().to_string()]);
+    let child = if tls {
+        start_raw(&args, &addr)
+    } else {
+        start_podstat(&args.iter().map(String::as_str).collect::<Vec<_>>(), &addr)
+    };
+    (child, addr)
+}
+
+/// podstat reading this machine's cgroups with `config`, on `addr`.
+fn start_on_host(config: &str, addr: &str) -> ChildGuard {
+    start_podstat(
+        &["--config", config, "--listen", addr, "--log-level", "error"],
+        addr,
+    )
 }
 
 fn metric(addr: &str, name: &str, needles: &[&str]) -> f64 {
@@ -181,17 +195,6 @@ fn raise_own_nofile() -> u64 {
     hard
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -207,16 +210,9 @@ fn families_of(body: &str, id: &str) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn a_connection_flood_takes_nothing_from_scrapes_probes_or_new_containers() {
-    let Some(prometheus) = which("prometheus") else {
-        assert!(!skip_unless(
-            false,
-            "prometheus binary (Debian package prometheus)"
-        ));
+    let Some(prometheus) = prometheus_as_root() else {
         return;
     };
-    if skip_unless(is_root(), "root (creates cgroups with real processes)") {
-        return;
-    }
     let _heavy = exclusive();
     let hard = raise_own_nofile();
     let idle_n: usize = if hard >= 14_000 {
@@ -251,17 +247,7 @@ fn a_connection_flood_takes_nothing_from_scrapes_probes_or_new_containers() {
         "max_connections = 64\nmin_collect_interval_ms = 0",
         Some(&top),
     );
-    let podstat = start_podstat(
-        &[
-            "--config",
-            &config,
-            "--listen",
-            &addr,
-            "--log-level",
-            "error",
-        ],
-        &addr,
-    );
+    let podstat = start_on_host(&config, &addr);
     let pid = podstat.pid();
     let (_, _, body) = http_get(&addr, "/metrics", "").expect("metrics");
     let reference = families_of(&String::from_utf8_lossy(&body), &format!("/{}", rels[0]));
@@ -409,17 +395,7 @@ fn health_is_answered_while_a_long_collection_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let addr = format!("127.0.0.1:{}", free_port());
     let config = write_config_watching(dir.path(), "min_collect_interval_ms = 0", Some(&top));
-    let _podstat = start_podstat(
-        &[
-            "--config",
-            &config,
-            "--listen",
-            &addr,
-            "--log-level",
-            "error",
-        ],
-        &addr,
-    );
+    let _podstat = start_on_host(&config, &addr);
     wait_for(Duration::from_secs(60), || {
         http_get(&addr, "/readyz", "")
             .ok()
@@ -606,10 +582,7 @@ fn tls_client_certificates_and_basic_auth_guard_the_metrics() {
         ),
     )
     .expect("write web config");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut args = fixture_args(&addr);
-    args.extend(["--web.config.file".into(), web.display().to_string()]);
-    let _podstat = start_raw(&args, &addr);
+    let (_podstat, addr) = over_fixtures("--web.config.file", &web, true);
 
     let (good_cert, good_key) = client_ca.leaf(&["prometheus"], true, false);
     let (old_cert, old_key) = client_ca.leaf(&["prometheus"], true, true);
@@ -827,10 +800,7 @@ fn bearer_tokens_are_reviewed_by_the_api_server_and_failures_close_the_door() {
         ),
     )
     .expect("write");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut args = fixture_args(&addr);
-    args.extend(["--config".into(), config.display().to_string()]);
-    let _podstat = start_podstat(&args.iter().map(String::as_str).collect::<Vec<_>>(), &addr);
+    let (_podstat, addr) = over_fixtures("--config", &config, false);
     let get = |headers: &str| {
         let (status, head, body) = http_get(&addr, "/metrics", headers).expect("metrics");
         (status, head, String::from_utf8_lossy(&body).into_owned())

@@ -15,7 +15,7 @@ use podstat::meta::kubelet::{refresh_once, FetchError, KubeletClient};
 
 use crate::fake_kubelet::{Behavior, FakeKubelet, TestCert};
 use crate::golden::{compare_with_golden, copy_pinned, normalise};
-use crate::support::{fixtures, http_get, sample_value, wait_for};
+use crate::support::{fixtures, http_get, rss_kib, sample_value, wait_for};
 
 const TOKEN: &str = "t0k3n-for-tests";
 const V2_TREE: &str = "cgroup-v2/kubepods-systemd-containerd";
@@ -985,17 +985,6 @@ fn big_pod_list(n: usize) -> Vec<u8> {
         .collect();
     serde_json::to_vec(&serde_json::json!({"kind": "PodList", "apiVersion": "v1", "items": items}))
         .expect("json")
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// A 50,000-pod list (29 MB) and back to 100: podstat's memory comes back within a minute;

@@ -297,3 +297,46 @@ pub fn start_prometheus(binary: &Path, config: &str, dir: &Path) -> (ChildGuard,
         .expect("start prometheus");
     (ChildGuard(child), addr)
 }
+
+/// podstat's flags to read the fixture node (a v2 systemd/containerd tree and its procfs)
+/// instead of this machine, logging warnings only.
+pub fn fixture_node_args() -> Vec<String> {
+    let root = fixtures().join("cgroup-v2/kubepods-systemd-containerd");
+    let proc_root = fixtures().join("proc-node");
+    vec![
+        "--cgroup-root".into(),
+        root.display().to_string(),
+        "--proc-root".into(),
+        proc_root.display().to_string(),
+        "--log-level".into(),
+        "warn".into(),
+    ]
+}
+
+/// Resident memory of a process, in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The Prometheus binary, when it is installed and this runs as root (the tests that scrape
+/// real cgroups with a real Prometheus need both); None means skip (a failure under CI).
+pub fn prometheus_as_root() -> Option<PathBuf> {
+    let Some(prometheus) = which("prometheus") else {
+        assert!(!skip_unless(
+            false,
+            "prometheus binary (Debian package prometheus)"
+        ));
+        return None;
+    };
+    if skip_unless(is_root(), "root (creates cgroups with real processes)") {
+        return None;
+    }
+    Some(prometheus)
+}

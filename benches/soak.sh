@@ -22,6 +22,8 @@ WORK=$(mktemp -d)
 PIDS=(); CHURN_PIDS=()
 cleanup() {
   for p in "${CHURN_PIDS[@]:-}" "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  # The churn's processes, by the PIDs it wrote down (they outlive the churn loop itself).
+  [ -f "$WORK/churn.pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done < "$WORK/churn.pids"
   sleep 0.5
   remove_containers "$TOP"
   rm -rf "$WORK"
@@ -102,6 +104,7 @@ churn() {
     rel="$TOP/churn/c$i"
     for c in "${CTRLS[@]}"; do mkdir -p "$c/$rel"; done
     sleep 600 & local p=$!
+    echo "$p" >> "$WORK/churn.pids"
     for c in "${CTRLS[@]}"; do echo $p > "$c/$rel/cgroup.procs"; done
     live+=("$p:$rel")
     if [ ${#live[@]} -gt 20 ]; then

@@ -107,7 +107,6 @@ pub fn load(path: &Path) -> Result<(WebConfig, Vec<PathBuf>), WebConfigError> {
 /// A web config's text; relative paths in it are relative to `dir`. Returns the config and
 /// the files it names.
 pub fn parse(text: &str, dir: &Path) -> Result<(WebConfig, Vec<PathBuf>), String> {
-    let fail = |reason: String| reason;
     let file: WebConfigFile = if text.trim().is_empty() {
         WebConfigFile {
             tls_server_config: None,
@@ -115,41 +114,41 @@ pub fn parse(text: &str, dir: &Path) -> Result<(WebConfig, Vec<PathBuf>), String
             basic_auth_users: BTreeMap::new(),
         }
     } else {
-        serde_yaml::from_str(text).map_err(|e| fail(e.to_string()))?
+        serde_yaml::from_str(text).map_err(|e| e.to_string())?
     };
     let mut files = Vec::new();
     let mut config = WebConfig::default();
     for (user, hash) in &file.basic_auth_users {
         if user.contains(':') {
-            return Err(fail(format!(
+            return Err(format!(
                 "basic_auth_users: user {user:?} contains ':', which basic auth cannot carry"
-            )));
+            ));
         }
         hash.parse::<bcrypt::HashParts>().map_err(|e| {
-            fail(format!(
+            format!(
                 "basic_auth_users: the password of {user:?} is not a bcrypt hash ({e}); make one with `htpasswd -nBC 10 \"\" | tr -d ':'`"
-            ))
+            )
         })?;
     }
     config.users = file.basic_auth_users;
     if let Some(http) = file.http_server_config {
         for (name, value) in http.headers {
             if !SETTABLE_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-                return Err(fail(format!(
+                return Err(format!(
                     "http_server_config.headers: {name:?} cannot be set (allowed: {})",
                     SETTABLE_HEADERS.join(", ")
-                )));
+                ));
             }
-            let name = HeaderName::try_from(name.as_str())
-                .map_err(|e| fail(format!("header {name:?}: {e}")))?;
-            let value = HeaderValue::try_from(value.as_str())
-                .map_err(|e| fail(format!("header {name}: {e}")))?;
+            let name =
+                HeaderName::try_from(name.as_str()).map_err(|e| format!("header {name:?}: {e}"))?;
+            let value =
+                HeaderValue::try_from(value.as_str()).map_err(|e| format!("header {name}: {e}"))?;
             config.headers.push((name, value));
         }
     }
     if let Some(tls) = file.tls_server_config {
         let resolve = |p: &Path| dir.join(p);
-        let (server, verified) = tls_config(&tls, &resolve).map_err(fail)?;
+        let (server, verified) = tls_config(&tls, &resolve)?;
         files.push(resolve(&tls.cert_file));
         files.push(resolve(&tls.key_file));
         if let Some(ca) = &tls.client_ca_file {
@@ -296,16 +295,22 @@ struct Watched {
 /// is in use within a second, rarely enough to cost nothing under a connection flood.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// `path` loaded (empty: no web config).
-fn load_watched(path: &Path) -> Result<Watched, WebConfigError> {
-    if path.as_os_str().is_empty() {
-        return Ok(Watched {
+impl Watched {
+    fn none() -> Watched {
+        Watched {
             path: None,
             config: Arc::new(WebConfig::default()),
             files: Vec::new(),
             stamps: Vec::new(),
             checked: Instant::now(),
-        });
+        }
+    }
+}
+
+/// `path` loaded (empty: no web config).
+fn load_watched(path: &Path) -> Result<Watched, WebConfigError> {
+    if path.as_os_str().is_empty() {
+        return Ok(Watched::none());
     }
     let (config, files) = load(path)?;
     Ok(Watched {
@@ -321,13 +326,7 @@ impl WebConfigWatch {
     /// No web config: plain HTTP, no authentication.
     pub fn none() -> WebConfigWatch {
         WebConfigWatch {
-            state: Mutex::new(Watched {
-                path: None,
-                config: Arc::new(WebConfig::default()),
-                files: Vec::new(),
-                stamps: Vec::new(),
-                checked: Instant::now(),
-            }),
+            state: Mutex::new(Watched::none()),
         }
     }
 

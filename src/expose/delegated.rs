@@ -20,7 +20,6 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config::KubernetesConfig;
 
@@ -65,12 +64,9 @@ fn apiserver_url(cfg: &KubernetesConfig) -> Result<String, String> {
 }
 
 fn node_name(cfg: &KubernetesConfig) -> Result<String, String> {
-    Some(cfg.node_name.clone())
-        .filter(|n| !n.is_empty())
-        .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
-        .ok_or_else(|| {
-            "[server] kubernetes_auth needs [kubernetes] node_name or NODE_NAME (Downward API spec.nodeName)".into()
-        })
+    crate::meta::node_name(cfg).ok_or_else(|| {
+        "[server] kubernetes_auth needs [kubernetes] node_name or NODE_NAME (Downward API spec.nodeName)".into()
+    })
 }
 
 /// What the configuration must provide, checked at start and by `--check-config`.
@@ -84,21 +80,13 @@ impl DelegatedAuth {
     pub fn new(cfg: &KubernetesConfig) -> Result<DelegatedAuth, String> {
         let api = apiserver_url(cfg)?;
         let node = node_name(cfg)?;
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(cfg.connect_timeout.0));
-        http.enforce_http(false);
-        let tls = crate::meta::kubelet::tls_config(cfg).map_err(|e| e.to_string())?;
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let client = crate::meta::kubelet::https_client(cfg).map_err(|e| e.to_string())?;
         Ok(DelegatedAuth {
             api,
             node,
             token_file: cfg.token_file.clone(),
             timeout: cfg.request_timeout.0,
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client,
             cache: Mutex::new(HashMap::new()),
         })
     }

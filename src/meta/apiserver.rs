@@ -22,10 +22,7 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// The node whose pods are watched.
 pub fn node_name(cfg: &KubernetesConfig) -> Result<String, String> {
-    Some(cfg.node_name.clone())
-        .filter(|n| !n.is_empty())
-        .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
-        .ok_or_else(|| {
+    super::node_name(cfg).ok_or_else(|| {
             "[kubernetes] source = \"apiserver\" needs node_name or NODE_NAME (Downward API spec.nodeName)"
                 .to_owned()
         })

@@ -146,7 +146,30 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
     }
 }
 
-pub(crate) fn tls_config(cfg: &KubernetesConfig) -> Result<rustls::ClientConfig, FetchError> {
+/// An HTTP/1.1 client for the cluster's HTTPS endpoints (the kubelet, and the API server's
+/// reviews in `expose::delegated`): `connect_timeout`, and the server verified against
+/// `ca_file` (or not, with `insecure_skip_verify`).
+pub(crate) fn https_client<B>(
+    cfg: &KubernetesConfig,
+) -> Result<Client<HttpsConnector<HttpConnector>, B>, FetchError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(cfg.connect_timeout.0));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(cfg)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https))
+}
+
+fn tls_config(cfg: &KubernetesConfig) -> Result<rustls::ClientConfig, FetchError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -194,17 +217,7 @@ impl KubeletClient {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| FetchError::Tls(format!("kubelet_url {url:?}: {e}")))?;
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(cfg.connect_timeout.0));
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(cfg)?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(https);
+        let client = https_client(cfg)?;
         Ok(KubeletClient {
             url,
             uri,

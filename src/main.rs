@@ -48,15 +48,15 @@ fn metadata_source_check(config: &Config) -> Result<(), String> {
 }
 
 /// Every check the agent makes of its config before serving, for --check-config (so "ok"
-/// means the agent will start) and for the start itself.
-fn full_check(config: &Config) -> Result<(), String> {
-    podstat::policy::Policy::new(config).map_err(|e| e.to_string())?;
+/// means the agent will start) and for a reload, which puts the filters it built in force.
+fn full_check(config: &Config) -> Result<podstat::policy::Policy, String> {
+    let policy = podstat::policy::Policy::new(config)?;
     metadata_source_check(config)?;
     WebConfigWatch::new(&config.server.web_config_file).map_err(|e| e.to_string())?;
     if config.server.kubernetes_auth {
         podstat::expose::delegated::check(&config.kubernetes)?;
     }
-    Ok(())
+    Ok(policy)
 }
 
 fn main() -> ExitCode {
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     if let Some(path) = &cli.check_config {
         return match config::load(path) {
             Ok(c) => match full_check(&c) {
-                Ok(()) => {
+                Ok(_) => {
                     println!("{}: ok", path.display());
                     ExitCode::SUCCESS
                 }
@@ -186,15 +186,15 @@ fn main() -> ExitCode {
         };
     }
     let cli = Arc::new(cli);
-    let reload = move || -> Result<Config, String> {
+    let reload = move || -> Result<(Config, podstat::policy::Policy), String> {
         let path = cli
             .config
             .as_ref()
             .ok_or("podstat runs on its built-in config (no --config file)")?;
         let mut c = config::load(path).map_err(|e| e.to_string())?;
         cli.apply(&mut c);
-        full_check(&c)?;
-        Ok(c)
+        let policy = full_check(&c)?;
+        Ok((c, policy))
     };
     match serve(agent, &config, web, reload) {
         Ok(()) => ExitCode::SUCCESS,
@@ -274,7 +274,7 @@ fn serve(
     agent: Arc<Agent>,
     config: &Config,
     web: WebConfigWatch,
-    reload: impl Fn() -> Result<Config, String> + Send + 'static,
+    reload: impl Fn() -> Result<(Config, podstat::policy::Policy), String> + Send + 'static,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     // Two workers: a collection for /metrics runs on one (`server::run_blocking`) while the
@@ -365,7 +365,7 @@ fn serve(
 async fn reload_on_hangup(
     server: Arc<Server>,
     mut running: Config,
-    reload: impl Fn() -> Result<Config, String>,
+    reload: impl Fn() -> Result<(Config, podstat::policy::Policy), String>,
     move_to: tokio::sync::mpsc::Sender<tokio::net::TcpListener>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -379,19 +379,15 @@ async fn reload_on_hangup(
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
         let mut next = match reload() {
-            Ok(c) => c,
+            Ok((c, policy)) => {
+                server.agent.replace_policy(policy);
+                c
+            }
             Err(e) => {
                 tracing::error!(error = %e, "config not reloaded; the running config stays in force");
                 continue;
             }
         };
-        match podstat::policy::Policy::new(&next) {
-            Ok(policy) => server.agent.replace_policy(policy),
-            Err(e) => {
-                tracing::error!(error = %e, "config not reloaded; the running config stays in force");
-                continue;
-            }
-        }
         if !server.web.switch_to(&next.server.web_config_file) {
             next.server.web_config_file = running.server.web_config_file.clone();
         }

@@ -4,7 +4,9 @@
 //! The series go on the sandbox (pause) row when it can be told from the path and process name,
 //! else on the pod row. Pods in the host network namespace get no network series: they would
 //! report the host's interfaces as their own (cAdvisor does, and sums over pods multiply host
-//! traffic). The root `/` carries the host namespace's interfaces.
+//! traffic). The root `/` carries the host namespace's interfaces. Docker and Podman containers
+//! off Kubernetes are each their own "pod": their row gets their namespace's interfaces, as
+//! cAdvisor's Docker handler reports them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{fresh, Ctx};
+use crate::discovery::layout::standalone_container_id;
 use crate::discovery::{CgroupKind, Target};
 use crate::parse::netdev::InterfaceStats;
 use crate::parse::{netdev, pids};
@@ -152,6 +155,7 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected
     // pod uid -> (pod row index, container row indices)
     let mut pods: HashMap<&str, (Option<usize>, Vec<usize>)> = HashMap::new();
     let mut root_row = None;
+    let mut standalone = Vec::new();
     for (i, s) in samples.iter().enumerate() {
         match &s.target.kind {
             CgroupKind::Pod { uid } => pods.entry(uid.as_str()).or_default().0 = Some(i),
@@ -159,23 +163,26 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected
                 pods.entry(pod_uid.as_str()).or_default().1.push(i)
             }
             CgroupKind::Root => root_row = Some(i),
+            CgroupKind::Raw if standalone_container_id(&s.target.path).is_some() => {
+                standalone.push(i)
+            }
             _ => {}
         }
     }
+    let pid_of = |ctx: &mut Ctx, samples: &[ContainerSample], i: usize| -> Option<u32> {
+        if process_collected {
+            // The process collector already read cgroup.procs: None means no process.
+            return samples[i].stats.first_pid;
+        }
+        listed_pids(ctx, &samples[i].target).first().copied()
+    };
     // (row that gets the series, the pod's container rows with their first PIDs, the one to
     // read first)
     let mut plan: Vec<(usize, Vec<(usize, u32)>)> = Vec::with_capacity(pods.len());
     for (pod_row, containers) in pods.values() {
-        let mut pid_of = |i: usize| -> Option<u32> {
-            if process_collected {
-                // The process collector already read cgroup.procs: None means no process.
-                return samples[i].stats.first_pid;
-            }
-            listed_pids(ctx, &samples[i].target).first().copied()
-        };
         let mut with_pids: Vec<(usize, u32)> = containers
             .iter()
-            .filter_map(|&i| Some((i, pid_of(i)?)))
+            .filter_map(|&i| Some((i, pid_of(ctx, samples, i)?)))
             .collect();
         if with_pids.is_empty() {
             continue;
@@ -201,6 +208,11 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected
             with_pids.swap(0, k);
         }
         plan.push((row, with_pids));
+    }
+    for i in standalone {
+        if let Some(pid) = pid_of(ctx, samples, i) {
+            plan.push((i, vec![(i, pid)]));
+        }
     }
     for (row, candidates) in plan {
         if let Some(interfaces) = pod_network(ctx, samples, &candidates, host_netns.as_ref()) {

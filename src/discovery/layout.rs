@@ -105,6 +105,20 @@ fn container_leaf(component: &str) -> Option<(String, Runtime)> {
     is_hex(id, 64).then(|| (id.to_owned(), runtime))
 }
 
+/// The ID of a container a runtime started off Kubernetes: Docker's `/docker/<id>` (cgroupfs
+/// driver) and `docker-<id>.scope`, Podman's `libpod-<id>` and `libpod-<id>.scope`. Their
+/// own processes hold their network namespace, as a pod's sandbox does. Podman's
+/// `libpod-conmon-<id>.scope` (the monitor, in the host's namespace) is not one.
+pub fn standalone_container_id(path: &str) -> Option<&str> {
+    let leaf = path.rsplit('/').next()?;
+    let stem = leaf.strip_suffix(".scope").unwrap_or(leaf);
+    let id = stem
+        .strip_prefix("docker-")
+        .or_else(|| stem.strip_prefix("libpod-"))
+        .unwrap_or(stem);
+    is_hex(id, 64).then_some(id)
+}
+
 /// Misconfigured containerd (systemd-style parent, cgroupfs runc) and user-namespaced pods
 /// leave `kubepods-<qos>-pod<UID_>.slice:cri-containerd:<id>` as one literal directory name.
 fn literal_slice_leaf(component: &str) -> Option<CgroupKind> {
@@ -293,6 +307,24 @@ mod tests {
     fn raw_and_skipped() {
         assert_eq!(classify("/"), CgroupKind::Root);
         assert_eq!(classify("/system.slice/kubelet.service"), CgroupKind::Raw);
+        assert_eq!(standalone_container_id(&format!("/docker/{ID}")), Some(ID));
+        assert_eq!(
+            standalone_container_id(&format!("/system.slice/docker-{ID}.scope")),
+            Some(ID)
+        );
+        assert_eq!(
+            standalone_container_id(&format!("/libpod_parent/libpod-{ID}")),
+            Some(ID)
+        );
+        assert_eq!(
+            standalone_container_id(&format!("/machine.slice/libpod-{ID}.scope")),
+            Some(ID)
+        );
+        assert_eq!(
+            standalone_container_id(&format!("/machine.slice/libpod-conmon-{ID}.scope")),
+            None
+        );
+        assert_eq!(standalone_container_id("/system.slice/sshd.service"), None);
         assert_eq!(classify(&format!("/docker/{ID}")), CgroupKind::Raw);
         assert_eq!(
             classify(&format!("/system.slice/run-containerd-io.containerd.runtime.v1.linux-k8s.io-{ID}-rootfs.mount")),

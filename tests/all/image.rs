@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::support::{free_port, http_get, is_root, sample_value, skip_unless, wait_for, which};
 
 /// A container this test started, removed (by its ID) on drop.
-struct Container(String);
+pub struct Container(pub String);
 
 impl Drop for Container {
     fn drop(&mut self) {
@@ -25,7 +25,7 @@ impl Drop for Container {
 /// without CAP_SYS_RESOURCE, so limits must not be raised (podman's default is to raise
 /// NOFILE and NPROC), and crun refuses a hybrid cgroup host whose v2 hierarchy has
 /// controllers, where runc works.
-fn runtime_args() -> Vec<String> {
+pub fn runtime_args() -> Vec<String> {
     let mut args: Vec<String> = [
         "--ulimit",
         "nofile=4096:4096",
@@ -40,7 +40,7 @@ fn runtime_args() -> Vec<String> {
     args
 }
 
-fn run(args: &[&str]) -> Container {
+pub fn run(args: &[&str]) -> Container {
     let out = Command::new("podman")
         .args(["run", "--detach"])
         .args(runtime_args())

@@ -19,4 +19,6 @@ mod parse_fixtures;
 mod parse_props;
 mod real_cgroup;
 mod real_scale;
+mod runtime;
 mod support;
+mod vm_v2;

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 use podstat::agent::CHUNK;
-use podstat::discovery::{CgroupKind, Dirs, Labels, Runtime, Target};
-use podstat::expose::encode::{render_label_prefix, Encoder};
-use podstat::expose::gzip::{GzipCarry, HintedGzip, LineHint};
-use podstat::expose::names::encode_containers;
+use podstat::discovery::{CgroupKind, Dirs, Runtime, Target};
+use podstat::exposition::encode::Encoder;
+use podstat::exposition::gzip::{GzipCarry, HintedGzip, LineHint};
+use podstat::exposition::names::encode_containers;
+use podstat::labels::render_label_prefix;
+use podstat::labels::Labels;
 use podstat::meta::join::Resolved;
 use podstat::parse::blkio::DeviceIo;
 use podstat::parse::netdev::InterfaceStats;
@@ -80,10 +82,6 @@ fn samples(n: usize, random_ids: bool) -> Vec<ContainerSample> {
                 labels,
                 start_time: 1.7e9,
                 files: Default::default(),
-                resolved: Default::default(),
-                refresh: Default::default(),
-                probe: Default::default(),
-                load: Default::default(),
             });
             let p = Some(Pressure { some_total_usec: Some(1234), full_total_usec: Some(56) });
             let stats = ContainerStats {

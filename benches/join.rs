@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use podstat::discovery::{CgroupKind, Labels, Runtime, Target};
-use podstat::meta::join::{resolve, resolve_cached, JoinPolicy};
+use podstat::discovery::{CgroupKind, Runtime, Target};
+use podstat::labels::Labels;
+use podstat::meta::join::{resolve, resolve_cached, JoinPolicy, Resolved};
 use podstat::meta::podlist::parse_pod_list;
 use podstat::meta::MetaIndex;
 
@@ -92,10 +93,6 @@ fn targets() -> Vec<Arc<Target>> {
                 dirs: Default::default(),
                 start_time: 0.0,
                 files: Default::default(),
-                resolved: Default::default(),
-                refresh: Default::default(),
-                probe: Default::default(),
-                load: Default::default(),
             })
         })
         .take(1000)
@@ -122,13 +119,16 @@ fn join(c: &mut Criterion) {
         index.pod_count()
     );
     let targets = targets();
+    // Each target's label cache, as the engine keeps it for every cgroup.
+    let caches: Vec<std::sync::Mutex<Option<Arc<Resolved>>>> =
+        targets.iter().map(|_| Default::default()).collect();
     let a0 = ALLOCS.load(Ordering::Relaxed);
-    for t in &targets {
-        let _ = resolve_cached(t, &index, &policy);
+    for (t, cache) in targets.iter().zip(&caches) {
+        let _ = resolve_cached(t, cache, &index, &policy);
     }
     let a1 = ALLOCS.load(Ordering::Relaxed);
-    for t in &targets {
-        let _ = resolve_cached(t, &index, &policy);
+    for (t, cache) in targets.iter().zip(&caches) {
+        let _ = resolve_cached(t, cache, &index, &policy);
     }
     let a2 = ALLOCS.load(Ordering::Relaxed);
     println!(
@@ -153,8 +153,8 @@ fn join(c: &mut Criterion) {
     });
     c.bench_function("resolve_1000_containers_cached", |b| {
         b.iter(|| {
-            for t in &targets {
-                std::hint::black_box(resolve_cached(t, &index, &policy));
+            for (t, cache) in targets.iter().zip(&caches) {
+                std::hint::black_box(resolve_cached(t, cache, &index, &policy));
             }
         })
     });

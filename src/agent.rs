@@ -19,11 +19,10 @@ use crate::discovery::CgroupLayout;
 use bytes::Bytes;
 
 use crate::config::MetadataSource;
-use crate::expose::connections::Connections;
-use crate::expose::encode::Encoder;
-use crate::expose::gzip::{GzipCarry, HintedGzip, LineHint};
-use crate::expose::names::{self, FamilyCursor};
-use crate::expose::selfmetrics;
+use crate::exposition::encode::Encoder;
+use crate::exposition::gzip::{GzipCarry, HintedGzip, LineHint};
+use crate::exposition::names::{self, FamilyCursor};
+use crate::exposition::selfmetrics::{self, HttpStatsSource};
 use crate::meta::MetaStore;
 use crate::parse::procfs;
 use crate::policy::Policy;
@@ -127,7 +126,7 @@ impl Rendered {
     /// The gzip form, compressed once per collection however many scrapers ask, from chunks
     /// as they are encoded so the plain text never exists whole. The encoder tells the gzip
     /// writer where each line's label prefix is, so it copies instead of searching
-    /// ([`crate::expose::gzip`]).
+    /// ([`crate::exposition::gzip`]).
     pub fn gzipped(self: &Arc<Self>) -> Bytes {
         self.gzip
             .get_or_init(|| {
@@ -218,7 +217,7 @@ pub struct Agent {
     health: Mutex<ReaderHealth>,
     gzip_carry: Arc<Mutex<GzipCarry>>,
     /// The listener's connections, for their self-metrics (set when serving).
-    http: OnceLock<Arc<Connections>>,
+    http: OnceLock<Arc<dyn HttpStatsSource>>,
     pub mode: &'static str,
 }
 
@@ -306,7 +305,7 @@ impl Agent {
 
     /// Returns a body no older than the minimum interval, collecting if needed. Blocking (file
     /// reads, and waiting for a collection in progress): the server calls it on its runtime
-    /// thread on purpose (`expose::server`), anything else from a blocking thread.
+    /// thread on purpose (`http::server`), anything else from a blocking thread.
     pub fn scrape(&self) -> Arc<Rendered> {
         let mut inner = match self.inner.lock() {
             Ok(g) => g,
@@ -333,7 +332,7 @@ impl Agent {
         selfmetrics::encode_machine(&mut enc, &snapshot, &policy.drop_metrics);
         selfmetrics::encode_self(&mut enc, &snapshot, &inner.totals, self.mode);
         if let Some(http) = self.http.get() {
-            selfmetrics::encode_http(&mut enc, &http.stats());
+            selfmetrics::encode_http(&mut enc, &http.http_stats());
         }
         let meta_health = self.meta.health();
         if meta_health.source != "none" {
@@ -378,8 +377,8 @@ impl Agent {
     }
 
     /// Reports the listener's connection counters in the self-metrics.
-    pub fn report_connections(&self, connections: &Arc<Connections>) {
-        let _ = self.http.set(Arc::clone(connections));
+    pub fn report_connections(&self, connections: Arc<dyn HttpStatsSource>) {
+        let _ = self.http.set(connections);
     }
 
     /// How long a collection is served to later scrapes.

@@ -4,8 +4,8 @@
 //! Data flow (one module per step):
 //! `discovery` (walk the cgroup tree, classify kubelet layouts) → `reader` + `parse` (read and
 //! parse files, pure parsers) → `collect` (one collector per metric group, an explicit
-//! registry) → `snapshot` (the result of one collection) → `expose::encode` + `expose::names`
-//! (text format from the single metric table) → `expose::server` (HTTP), with `agent` sharing
+//! registry) → `snapshot` (the result of one collection) → `exposition::encode` + `exposition::names`
+//! (text format from the single metric table) → `http::server` (HTTP), with `agent` sharing
 //! one collection between concurrent scrapes.
 
 pub mod agent;
@@ -13,7 +13,9 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod discovery;
-pub mod expose;
+pub mod exposition;
+pub mod http;
+pub mod labels;
 pub mod logging;
 pub mod malloc_tuning;
 pub mod memlimit;

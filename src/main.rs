@@ -10,10 +10,10 @@ use clap::Parser;
 use podstat::agent::Agent;
 use podstat::cli::{Cli, Command};
 use podstat::config::{self, Config, MetadataSource};
-use podstat::expose::connections::{Connections, Limits};
-use podstat::expose::delegated::DelegatedAuth;
-use podstat::expose::server::Server;
-use podstat::expose::webconfig::{BasicAuth, WebConfigWatch};
+use podstat::http::connections::{Connections, Limits};
+use podstat::http::delegated::DelegatedAuth;
+use podstat::http::server::Server;
+use podstat::http::webconfig::{BasicAuth, WebConfigWatch};
 
 fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
     let loaded = match &cli.config {
@@ -54,7 +54,7 @@ fn full_check(config: &Config) -> Result<podstat::policy::Policy, String> {
     metadata_source_check(config)?;
     WebConfigWatch::new(&config.server.web_config_file).map_err(|e| e.to_string())?;
     if config.server.kubernetes_auth {
-        podstat::expose::delegated::check(&config.kubernetes)?;
+        podstat::http::delegated::check(&config.kubernetes)?;
     }
     Ok(policy)
 }
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::MetricsTable) = cli.command {
-        print!("{}", podstat::expose::names::markdown_table());
+        print!("{}", podstat::exposition::names::markdown_table());
         return ExitCode::SUCCESS;
     }
     let config = match load_config(&cli) {
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             Ok(body) => {
                 print!(
                     "{}",
-                    podstat::expose::cardinality::report(&body).render(*top)
+                    podstat::exposition::cardinality::report(&body).render(*top)
                 );
                 ExitCode::SUCCESS
             }
@@ -161,7 +161,7 @@ fn main() -> ExitCode {
         let body = String::from_utf8_lossy(&agent.scrape().to_vec()).into_owned();
         print!(
             "{}",
-            podstat::expose::cardinality::report(&body).render(top)
+            podstat::exposition::cardinality::report(&body).render(top)
         );
         return ExitCode::SUCCESS;
     }
@@ -300,7 +300,7 @@ fn serve(
             header_timeout: config.server.header_read_timeout.0,
             idle_timeout: config.server.idle_timeout.0,
         });
-        agent.report_connections(&connections);
+        agent.report_connections(Arc::clone(&connections) as _);
         let server = Arc::new(Server {
             agent: Arc::clone(&agent),
             gzip: config.server.gzip,
@@ -350,7 +350,7 @@ fn serve(
         tokio::task::spawn_blocking(move || {
             warm.scrape();
         });
-        podstat::expose::server::serve(server, listener, moves, shutdown_signal())
+        podstat::http::server::serve(server, listener, moves, shutdown_signal())
             .await
             .context("server failed")
     })

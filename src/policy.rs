@@ -17,9 +17,9 @@ use std::collections::HashSet;
 
 use crate::config::Config;
 use crate::discovery::{CgroupKind, Target};
-use crate::expose::names::{self, FamilyMask};
+use crate::exposition::names::{self, FamilyMask};
 use crate::meta::join::Resolved;
-use crate::snapshot::ContainerSample;
+use crate::snapshot::{BudgetOutcome, ContainerSample};
 
 pub struct Policy {
     namespaces_include: HashSet<String>,
@@ -30,15 +30,6 @@ pub struct Policy {
     pub mask: Vec<bool>,
     pub drop_metrics: Vec<String>,
     pub max_series: usize,
-}
-
-/// What the budget left out of one collection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BudgetOutcome {
-    /// Container series in the output.
-    pub series: usize,
-    pub dropped_series: usize,
-    pub dropped_cgroups: usize,
 }
 
 impl Policy {
@@ -154,7 +145,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::discovery::{Labels, Runtime};
+    use crate::discovery::Runtime;
+    use crate::labels::Labels;
     use crate::snapshot::ContainerStats;
 
     fn sample(path: &str, kind: CgroupKind, start: f64) -> ContainerSample {
@@ -167,10 +159,6 @@ mod tests {
                 labels: Labels::default(),
                 start_time: start,
                 files: Default::default(),
-                resolved: Default::default(),
-                refresh: Default::default(),
-                probe: Default::default(),
-                load: Default::default(),
             }),
             labels: Arc::new(Resolved {
                 generation: 0,

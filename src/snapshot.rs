@@ -92,7 +92,7 @@ pub struct ContainerStats {
 #[derive(Debug, Clone)]
 pub struct FsStats {
     pub device: Arc<str>,
-    pub usage: Option<crate::collect::FsUsage>,
+    pub usage: Option<FsUsage>,
     pub disk: Option<procfs_core::DiskStat>,
 }
 
@@ -172,5 +172,23 @@ pub struct Snapshot {
     /// Cgroups left out by the filters.
     pub filtered: usize,
     /// What the series budget left out.
-    pub budget: crate::policy::BudgetOutcome,
+    pub budget: BudgetOutcome,
+}
+
+/// Capacity and usage of one filesystem (`statvfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub inodes: u64,
+    pub inodes_free: u64,
+}
+
+/// What the budget left out of one collection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetOutcome {
+    /// Container series in the output.
+    pub series: usize,
+    pub dropped_series: usize,
+    pub dropped_cgroups: usize,
 }

@@ -69,13 +69,13 @@ fn config(data: &[u8]) {
             let _ = podstat::policy::Policy::new(&c);
         }
         // The same text as a web config (YAML): its files do not exist, so TLS stops there.
-        let _ = podstat::expose::webconfig::parse(text, std::path::Path::new("/nonexistent"));
+        let _ = podstat::http::webconfig::parse(text, std::path::Path::new("/nonexistent"));
     }
 }
 
 struct Http {
     runtime: tokio::runtime::Runtime,
-    server: Arc<podstat::expose::server::Server>,
+    server: Arc<podstat::http::server::Server>,
 }
 
 fn http(data: &[u8]) {
@@ -90,21 +90,21 @@ fn http(data: &[u8]) {
         );
         let config = podstat::config::parse(&text, "fuzz").expect("fuzz config");
         let agent = Arc::new(podstat::agent::Agent::new(&config).expect("agent"));
-        let connections = podstat::expose::connections::Connections::new(
+        let connections = podstat::http::connections::Connections::new(
             // Short timeouts: an input that leaves a request unfinished costs the timeout
             // (at 1 s, AFL++ spent most of a run on such inputs at one execution a second).
-            podstat::expose::connections::Limits {
+            podstat::http::connections::Limits {
                 max: 4,
                 header_timeout: std::time::Duration::from_millis(20),
                 idle_timeout: std::time::Duration::from_millis(20),
             },
         );
-        let server = Arc::new(podstat::expose::server::Server {
+        let server = Arc::new(podstat::http::server::Server {
             agent,
             gzip: true,
             connections,
-            web: podstat::expose::webconfig::WebConfigWatch::none(),
-            auth: podstat::expose::webconfig::BasicAuth::default(),
+            web: podstat::http::webconfig::WebConfigWatch::none(),
+            auth: podstat::http::webconfig::BasicAuth::default(),
             delegated: None,
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -118,7 +118,7 @@ fn http(data: &[u8]) {
         let (mut client, served) = tokio::io::duplex(1 << 16);
         let server = Arc::clone(&h.server);
         let serving = tokio::spawn(async move {
-            podstat::expose::server::serve_stream(&server, served).await;
+            podstat::http::server::serve_stream(&server, served).await;
         });
         let _ = client.write_all(data).await;
         let _ = client.shutdown().await;

@@ -4,8 +4,9 @@
 //! scheduler), not cAdvisor's BFQ/CFQ-first chain: on blk-mq kernels those scheduler files only
 //! count IO that went through that scheduler.
 
+use super::Tracked;
 use super::{CollectorDef, Ctx, Vanished};
-use crate::discovery::{CgroupMode, Target};
+use crate::discovery::CgroupMode;
 use crate::parse::blkio::{self, BlkioKind, DeviceIo};
 use crate::snapshot::{ContainerStats, DeviceStats};
 
@@ -15,7 +16,7 @@ pub const DEF: CollectorDef = CollectorDef {
     collect,
 };
 
-fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
+fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Vanished> {
     let mut devices: Vec<DeviceIo> = Vec::new();
     let found = if ctx.mode == CgroupMode::V2 {
         ctx.parse(t, t.dirs.unified.as_deref(), "io.stat", |b| {

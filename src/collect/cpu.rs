@@ -1,7 +1,8 @@
 //! CPU usage and CFS throttling: v2 `cpu.stat`; v1 `cpuacct.usage`, `cpuacct.stat`, `cpu.stat`.
 
+use super::Tracked;
 use super::{CollectorDef, Ctx, Vanished};
-use crate::discovery::{CgroupMode, Target};
+use crate::discovery::CgroupMode;
 use crate::parse::{cpu, single_u64};
 use crate::snapshot::ContainerStats;
 
@@ -14,7 +15,7 @@ pub const DEF: CollectorDef = CollectorDef {
 /// v1 `cpuacct.stat` counts in USER_HZ, which the kernel fixes at 100 for userspace.
 const USER_HZ: f64 = 100.0;
 
-fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
+fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Vanished> {
     if ctx.mode == CgroupMode::V2 {
         if let Some(st) = ctx.parse(t, t.dirs.unified.as_deref(), "cpu.stat", cpu::cpu_stat)? {
             s.cpu_usage_seconds = st.usage_usec.map(|v| v as f64 / 1e6);

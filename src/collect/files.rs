@@ -7,8 +7,9 @@
 //! descriptor (the kubelet's own cost driver, kubernetes#99183), which is why it has a switch
 //! (`[collectors] process_files`).
 
+use super::Tracked;
 use super::{CollectorDef, Ctx, Vanished};
-use crate::discovery::{CgroupMode, Target};
+use crate::discovery::CgroupMode;
 use crate::parse::{pids, procfs};
 use crate::reader::{FdBudget, KeptNumbers};
 use crate::snapshot::ContainerStats;
@@ -21,7 +22,7 @@ pub const DEF: CollectorDef = CollectorDef {
     collect,
 };
 
-fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
+fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Vanished> {
     let procs_dir = if ctx.mode == CgroupMode::V2 {
         t.dirs.unified.as_deref()
     } else {

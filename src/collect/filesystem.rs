@@ -17,20 +17,11 @@ use std::time::{Duration, Instant};
 use super::{fresh, Ctx};
 use crate::discovery::CgroupKind;
 use crate::parse::procfs::{self, Filesystem};
-use crate::snapshot::{ContainerSample, FsStats};
+use crate::snapshot::{ContainerSample, FsStats, FsUsage};
 
 /// How old the `statvfs` figures may get before a scrape asks for new ones. Capacity changes
 /// with resizes, usage slowly; cAdvisor refreshes its filesystem figures every minute.
 pub const USAGE_REFRESH: Duration = Duration::from_secs(10);
-
-/// Capacity and usage of one filesystem (`statvfs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FsUsage {
-    pub capacity_bytes: u64,
-    pub used_bytes: u64,
-    pub inodes: u64,
-    pub inodes_free: u64,
-}
 
 /// What the collector keeps between collections.
 #[derive(Debug, Default)]

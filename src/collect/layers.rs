@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::filesystem::{self, FsUsage};
+use super::filesystem;
 use super::Ctx;
 use crate::discovery::{CgroupKind, Runtime};
 use crate::parse::procfs;
+use crate::snapshot::FsUsage;
 use crate::snapshot::{ContainerSample, FsStats};
 
 /// How often one layer is walked again.

@@ -1,7 +1,8 @@
 //! Memory usage, working set and `memory.stat` breakdown.
 
+use super::Tracked;
 use super::{CollectorDef, Ctx, Vanished};
-use crate::discovery::{CgroupKind, CgroupMode, Target};
+use crate::discovery::{CgroupKind, CgroupMode};
 use crate::parse::{memory, single_u64};
 use crate::snapshot::ContainerStats;
 
@@ -11,7 +12,7 @@ pub const DEF: CollectorDef = CollectorDef {
     collect,
 };
 
-fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
+fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Vanished> {
     let stat = if ctx.mode == CgroupMode::V2 {
         let dir = t.dirs.unified.as_deref();
         let stat = ctx.parse(t, dir, "memory.stat", memory::memory_stat_v2)?;

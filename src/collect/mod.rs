@@ -22,9 +22,11 @@ mod oom;
 mod pressure;
 mod process;
 mod spec;
+mod state;
 mod tasks;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{CollectorsConfig, Config};
@@ -37,15 +39,13 @@ use crate::reader::{FdBudget, ReadError, Reader};
 use crate::snapshot::{CollectorRun, ContainerSample, ContainerStats, ErrorCounts, Snapshot};
 
 pub use devices::DeviceNames;
-pub use filesystem::FsUsage;
-pub use network::PidProbe;
-pub use tasks::LoadAverage;
+pub use state::{StateTable, TargetState, Tracked};
 
 /// The container disappeared while being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vanished;
 
-pub type CollectFn = fn(&mut Ctx, &Target, &mut ContainerStats) -> Result<(), Vanished>;
+pub type CollectFn = fn(&mut Ctx, &Tracked, &mut ContainerStats) -> Result<(), Vanished>;
 
 /// A per-container collector: its name (the `collector` label) and whether config enables it.
 pub struct CollectorDef {
@@ -261,6 +261,8 @@ pub struct Engine {
     join: JoinPolicy,
     /// Where the host's `/` is visible, for filesystem usage.
     rootfs: PathBuf,
+    /// What is kept about each cgroup between collections.
+    states: StateTable,
 }
 
 impl Engine {
@@ -301,6 +303,7 @@ impl Engine {
             collectors: config.collectors,
             rootfs: config.paths.rootfs.clone(),
             join: JoinPolicy::new(&config.kubernetes, config.limits.max_label_value_length),
+            states: StateTable::default(),
         })
     }
 
@@ -337,14 +340,19 @@ impl Engine {
             .map(|d| d.as_secs() as f64)
             .ok();
         let collect_start = Instant::now();
+        // Per-cgroup state kept across collections, parallel to `snapshot.containers`.
+        let mut states = Vec::with_capacity(targets.len());
+        self.states.begin_collection();
         'targets: for target in targets {
-            let (labels, fresh) = resolve_cached(&target, index, &self.join);
+            let target = self.states.track(target);
+            let (labels, fresh) =
+                resolve_cached(&target, &target.state.resolved, index, &self.join);
             if fresh {
                 snapshot.labels_truncated += u64::from(labels.truncated);
             }
             if labels.unknown
                 && !policy.excludes_by_path(&target)
-                && refresh_due(&target, collect_start, &self.join)
+                && refresh_due(&target.state.refresh, collect_start, &self.join)
             {
                 snapshot.wants_metadata_refresh = true;
             }
@@ -373,12 +381,14 @@ impl Engine {
                     continue 'targets;
                 }
             }
+            states.push(Arc::clone(&target.state));
             snapshot.containers.push(ContainerSample {
-                target,
+                target: target.target,
                 labels,
                 stats,
             });
         }
+        self.states.end_collection();
         if self.collectors.network {
             let t0 = Instant::now();
             self.ctx.collector = "network";
@@ -386,6 +396,7 @@ impl Engine {
             network::collect(
                 &mut self.ctx,
                 &mut snapshot.containers,
+                &states,
                 self.collectors.process,
             );
             runs.push(CollectorRun {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{fresh, Ctx};
+use super::{fresh, Ctx, TargetState};
 use crate::discovery::layout::standalone_container_id;
 use crate::discovery::{CgroupKind, Target};
 use crate::parse::netdev::InterfaceStats;
@@ -51,10 +51,11 @@ impl PidProbe {
 fn with_probe<T>(
     proc_root: &Path,
     target: &Target,
+    state: &TargetState,
     pid: u32,
     f: impl FnOnce(&PidProbe, &mut FileCache) -> T,
 ) -> T {
-    let mut probe = target.probe.lock().unwrap_or_else(|p| p.into_inner());
+    let mut probe = state.probe.lock().unwrap_or_else(|p| p.into_inner());
     let mut files = target.files.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(old) = probe.take_if(|p| p.pid != pid) {
         files.forget_dir(&old.net_dir);
@@ -101,9 +102,15 @@ enum Through {
 }
 
 /// Reads the interfaces of `pid`'s network namespace, `pid` being a process of `target`.
-fn read_through(ctx: &mut Ctx, target: &Target, pid: u32, host_netns: Option<&PathBuf>) -> Through {
+fn read_through(
+    ctx: &mut Ctx,
+    target: &Target,
+    state: &TargetState,
+    pid: u32,
+    host_netns: Option<&PathBuf>,
+) -> Through {
     let proc_root = ctx.proc_root.clone();
-    with_probe(&proc_root, target, pid, |probe, files| {
+    with_probe(&proc_root, target, state, pid, |probe, files| {
         if host_netns.is_some() && probe.netns.as_ref() == host_netns {
             return Through::HostNetwork;
         }
@@ -142,7 +149,13 @@ fn listed_pids(ctx: &mut Ctx, target: &Target) -> Vec<u32> {
 const MAX_PIDS_TRIED: usize = 16;
 
 /// `process_collected`: the process collector ran, so `first_pid` is already known.
-pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected: bool) {
+/// `states[i]` is what is kept about `samples[i]`'s cgroup.
+pub fn collect(
+    ctx: &mut Ctx,
+    samples: &mut [ContainerSample],
+    states: &[Arc<TargetState>],
+    process_collected: bool,
+) {
     let proc_root = ctx.proc_root.clone();
     let host_netns = match fresh(&ctx.host.netns) {
         Some(netns) => netns,
@@ -190,7 +203,9 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected
         // The sandbox: the container whose process is `pause`, else the one the pod list
         // leaves out (the kubelet's cAdvisor reports the pod's network on the sandbox row).
         let is_pause = |&(i, pid): &(usize, u32)| {
-            with_probe(&proc_root, &samples[i].target, pid, |p, _| p.pause)
+            with_probe(&proc_root, &samples[i].target, &states[i], pid, |p, _| {
+                p.pause
+            })
         };
         let sandbox = with_pids.iter().position(is_pause).or_else(|| {
             let listed_out: Vec<usize> = (0..with_pids.len())
@@ -215,13 +230,15 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected
         }
     }
     for (row, candidates) in plan {
-        if let Some(interfaces) = pod_network(ctx, samples, &candidates, host_netns.as_ref()) {
+        if let Some(interfaces) =
+            pod_network(ctx, samples, states, &candidates, host_netns.as_ref())
+        {
             samples[row].stats.network = interfaces;
         }
     }
     if let Some(row) = root_row {
         let target = Arc::clone(&samples[row].target);
-        match read_through(ctx, &target, 1, None) {
+        match read_through(ctx, &target, &states[row], 1, None) {
             Through::Interfaces(interfaces) => samples[row].stats.network = interfaces,
             Through::Failed(path, e) => ctx.record_error("network read failed", &path, &e),
             Through::Unreadable(e) => ctx.record_read_error("network read failed", &e),
@@ -238,6 +255,7 @@ pub fn collect(ctx: &mut Ctx, samples: &mut [ContainerSample], process_collected
 fn pod_network(
     ctx: &mut Ctx,
     samples: &[ContainerSample],
+    states: &[Arc<TargetState>],
     candidates: &[(usize, u32)],
     host_netns: Option<&PathBuf>,
 ) -> Option<Vec<(Arc<str>, InterfaceStats)>> {
@@ -255,7 +273,7 @@ fn pod_network(
                     continue;
                 }
                 tried.push(pid);
-                match read_through(ctx, target, pid, host_netns) {
+                match read_through(ctx, target, &states[i], pid, host_netns) {
                     Through::Interfaces(interfaces) => return Some(interfaces),
                     Through::HostNetwork => return None,
                     Through::Failed(path, e) => {

@@ -2,8 +2,9 @@
 //! the kernel keeps the count per cgroup, so it survives podstat restarts and needs no
 //! privileged device.
 
+use super::Tracked;
 use super::{CollectorDef, Ctx, Vanished};
-use crate::discovery::{CgroupMode, Target};
+use crate::discovery::CgroupMode;
 use crate::parse::memory;
 use crate::snapshot::ContainerStats;
 
@@ -13,7 +14,7 @@ pub const DEF: CollectorDef = CollectorDef {
     collect,
 };
 
-fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
+fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Vanished> {
     if ctx.mode == CgroupMode::V2 {
         if let Some(e) = ctx.parse(
             t,

@@ -1,8 +1,8 @@
 //! Pressure stall information per cgroup. Available on v2, and on hybrid hosts through the
 //! `unified` hierarchy (cAdvisor reports none there).
 
+use super::Tracked;
 use super::{CollectorDef, Ctx, Vanished};
-use crate::discovery::Target;
 use crate::parse::psi;
 use crate::snapshot::ContainerStats;
 
@@ -12,7 +12,7 @@ pub const DEF: CollectorDef = CollectorDef {
     collect,
 };
 
-fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
+fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Vanished> {
     let dir = t.dirs.unified.as_deref();
     s.cpu_pressure = ctx.parse(t, dir, "cpu.pressure", psi::pressure)?;
     // The three files come and go together (PSI on or off, a hybrid cgroup with or without a

@@ -1,8 +1,9 @@
 //! Process and thread counts: `cgroup.procs` (this cgroup only, as cAdvisor counts) and
 //! `pids.current`/`pids.max` (hierarchical).
 
+use super::Tracked;
 use super::{CollectorDef, Ctx, Vanished};
-use crate::discovery::{CgroupMode, Target};
+use crate::discovery::CgroupMode;
 use crate::parse::{cgroup_procs, max_or_u64, pids};
 use crate::snapshot::ContainerStats;
 
@@ -12,7 +13,7 @@ pub const DEF: CollectorDef = CollectorDef {
     collect,
 };
 
-fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
+fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Vanished> {
     let (procs_dir, pids_dir) = if ctx.mode == CgroupMode::V2 {
         (t.dirs.unified.as_deref(), t.dirs.unified.as_deref())
     } else {

@@ -1,5 +1,6 @@
 //! Limits and weights (`container_spec_*`). Always on: dashboards divide usage by these.
 
+use super::Tracked;
 use super::{CollectorDef, Ctx, Vanished};
 use crate::discovery::{CgroupKind, CgroupMode, Target};
 use crate::parse::{cpu, max_or_u64, memory::limit_or_zero, single_i64, single_u64};
@@ -11,7 +12,7 @@ pub const DEF: CollectorDef = CollectorDef {
     collect,
 };
 
-fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
+fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Vanished> {
     if t.kind == CgroupKind::Root {
         // The root has no limit files; cAdvisor reports the machine's memory and swap.
         let host = super::machine::host_memory(ctx);

@@ -15,8 +15,9 @@
 
 use std::time::Instant;
 
+use super::Tracked;
 use super::{CollectorDef, Ctx, Vanished};
-use crate::discovery::{CgroupMode, Target};
+use crate::discovery::CgroupMode;
 use crate::parse::{pids, procfs};
 use crate::snapshot::{ContainerStats, TaskStates};
 
@@ -37,7 +38,7 @@ pub struct LoadAverage {
 /// cAdvisor's time constant: the "10s" of the family names.
 const TAU_SECONDS: f64 = 10.0;
 
-fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vanished> {
+fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Vanished> {
     let (dir, file) = if ctx.mode == CgroupMode::V2 {
         (t.dirs.unified.as_deref(), "cgroup.threads")
     } else {
@@ -64,7 +65,7 @@ fn collect(ctx: &mut Ctx, t: &Target, s: &mut ContainerStats) -> Result<(), Vani
     }
     s.tasks = Some(states);
     let now = Instant::now();
-    let mut load = t.load.lock().unwrap_or_else(|p| p.into_inner());
+    let mut load = t.state.load.lock().unwrap_or_else(|p| p.into_inner());
     let (running, uninterruptible) = (states.running as f64, states.uninterruptible as f64);
     let next = match *load {
         None => LoadAverage {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use crate::config::DiscoveryConfig;
-use crate::meta::join::Resolved;
+use crate::labels::Labels;
 use crate::reader::FileCache;
 pub use layout::{CgroupKind, Runtime};
 pub use mounts::{CgroupLayout, CgroupMode};
@@ -65,17 +65,6 @@ impl Dirs {
     }
 }
 
-/// The six label values every container series carries (kubelet `/metrics/cadvisor` shape).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Labels {
-    pub container: String,
-    pub id: String,
-    pub image: String,
-    pub name: String,
-    pub namespace: String,
-    pub pod: String,
-}
-
 /// One cgroup podstat reports on.
 #[derive(Debug)]
 pub struct Target {
@@ -91,14 +80,6 @@ pub struct Target {
     pub start_time: f64,
     /// Descriptors kept open for this cgroup's files; closed when the target is dropped.
     pub files: Mutex<FileCache>,
-    /// Labels resolved against the pod metadata, for the generation they were built from.
-    pub resolved: Mutex<Option<Arc<Resolved>>>,
-    /// When this cgroup, unknown to the pod metadata, may next ask for an early fetch.
-    pub refresh: Mutex<crate::meta::join::RefreshBackoff>,
-    /// Its first process, as the network collector last probed it.
-    pub probe: Mutex<Option<crate::collect::PidProbe>>,
-    /// The smoothed task counts of the load averages, and when they were last updated.
-    pub load: Mutex<Option<crate::collect::LoadAverage>>,
 }
 
 impl Target {
@@ -140,10 +121,6 @@ impl Target {
             labels,
             start_time,
             files: Mutex::new(FileCache::default()),
-            resolved: Mutex::new(None),
-            refresh: Mutex::default(),
-            probe: Mutex::new(None),
-            load: Mutex::new(None),
         }
     }
 

@@ -11,16 +11,16 @@
 //! The rendered label string is cached on the target and rebuilt only when the index changes
 //! (its generation), so a steady node renders nothing per scrape.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::MetaIndex;
 use crate::config::KubernetesConfig;
-use crate::discovery::{CgroupKind, Labels, Runtime, Target};
-use crate::expose::encode::render_labels;
+use crate::discovery::{CgroupKind, Runtime, Target};
+use crate::labels::{render_labels, Labels};
 
 /// A target's labels for one index generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolved {
     pub generation: u64,
     /// `container="…",id="…",…,pod="…"[,label_…="…"]`, escaped.
@@ -119,14 +119,16 @@ pub fn resolve(target: &Target, index: &MetaIndex, policy: &JoinPolicy) -> Resol
     }
 }
 
-/// The target's labels for `index`, from its cache when the generation matches. The bool is
-/// true when the labels were rendered now (so their truncations are new).
+/// The target's labels for `index`, from `cache` (the target's last rendering) when the
+/// generation matches. The bool is true when the labels were rendered now (so their
+/// truncations are new).
 pub fn resolve_cached(
     target: &Target,
+    cache: &Mutex<Option<Arc<Resolved>>>,
     index: &MetaIndex,
     policy: &JoinPolicy,
 ) -> (Arc<Resolved>, bool) {
-    let mut cache = target.resolved.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(r) = cache.as_ref().filter(|r| r.generation == index.generation) {
         return (Arc::clone(r), false);
     }
@@ -148,9 +150,10 @@ pub struct RefreshBackoff {
     gap: Duration,
 }
 
-/// Whether `target` may ask for an early metadata fetch now (and if so, when it may next).
-pub fn refresh_due(target: &Target, now: Instant, policy: &JoinPolicy) -> bool {
-    let mut b = target.refresh.lock().unwrap_or_else(|p| p.into_inner());
+/// Whether a target with this `backoff` may ask for an early metadata fetch now (and if so,
+/// when it may next).
+pub fn refresh_due(backoff: &Mutex<RefreshBackoff>, now: Instant, policy: &JoinPolicy) -> bool {
+    let mut b = backoff.lock().unwrap_or_else(|p| p.into_inner());
     match b.next {
         None => {
             b.gap = policy.refresh_first_gap;

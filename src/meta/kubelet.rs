@@ -147,7 +147,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
 }
 
 /// An HTTP/1.1 client for the cluster's HTTPS endpoints (the kubelet, and the API server's
-/// reviews in `expose::delegated`): `connect_timeout`, and the server verified against
+/// reviews in `http::delegated`): `connect_timeout`, and the server verified against
 /// `ca_file` (or not, with `insecure_skip_verify`).
 pub(crate) fn https_client<B>(
     cfg: &KubernetesConfig,

@@ -159,7 +159,7 @@ const NOT_WRITTEN: &[(&str, &str)] = &[
 /// names (a family's series in a dump may lack some of podstat's rows, never a label).
 #[test]
 fn every_family_of_the_kubelets_endpoint_is_written_with_its_labels() {
-    use podstat::expose::names::{CONTAINER_FAMILIES, MACHINE_FAMILIES, VERSION_INFO};
+    use podstat::exposition::names::{CONTAINER_FAMILIES, MACHINE_FAMILIES, VERSION_INFO};
     use std::collections::BTreeSet;
     const STANDARD: [&str; 6] = ["container", "id", "image", "name", "namespace", "pod"];
     let mut families = 0;

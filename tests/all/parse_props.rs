@@ -53,7 +53,7 @@ proptest! {
     #[test]
     fn label_escaping_round_trips(value in "\\PC{0,40}") {
         let mut out = Vec::new();
-        podstat::expose::encode::escape_label_value(&mut out, &value);
+        podstat::labels::escape_label_value(&mut out, &value);
         let escaped = String::from_utf8(out).expect("utf8");
         prop_assert!(!escaped.contains('\n'));
         // Unescape as Prometheus' text parser does.

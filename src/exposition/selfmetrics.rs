@@ -263,15 +263,33 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
     );
 }
 
+/// The listener's counters and gauges, as the HTTP layer reports them.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpStats {
+    pub open: usize,
+    pub limit: usize,
+    pub accepted: u64,
+    /// (reason label, connections closed for it)
+    pub closed: [(&'static str, u64); 5],
+    pub tls_failures: u64,
+    pub unauthorized: u64,
+}
+
+/// Whatever serves HTTP hands the agent one of these, so the self-metrics can include it
+/// without the collection knowing the server.
+pub trait HttpStatsSource: Send + Sync {
+    fn http_stats(&self) -> HttpStats;
+}
+
 /// The `podstat_http_*` families (only when serving HTTP).
-pub fn encode_http(enc: &mut Encoder, s: &crate::expose::connections::StatsSnapshot) {
+pub fn encode_http(enc: &mut Encoder, s: &HttpStats) {
     single(enc, "podstat_http_connections", &[], s.open as f64);
     family(enc, "podstat_http_connections_closed_total");
     for (why, n) in s.closed {
         enc.sample(
             "podstat_http_connections_closed_total",
             "",
-            &[("reason", why.as_str())],
+            &[("reason", why)],
             n as f64,
         );
     }

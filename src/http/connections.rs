@@ -25,6 +25,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use crate::exposition::selfmetrics::{HttpStats, HttpStatsSource};
+
 /// `[server]` max_connections, header_read_timeout, idle_timeout.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -75,17 +77,6 @@ pub struct Stats {
     closed: [AtomicU64; 5],
     tls_failures: AtomicU64,
     unauthorized: AtomicU64,
-}
-
-/// A copy of [`Stats`] plus the gauges, for encoding.
-#[derive(Debug, Clone, Copy)]
-pub struct StatsSnapshot {
-    pub open: usize,
-    pub limit: usize,
-    pub accepted: u64,
-    pub closed: [(Closed, u64); 5],
-    pub tls_failures: u64,
-    pub unauthorized: u64,
 }
 
 /// Every open connection's state, and the counters.
@@ -239,12 +230,12 @@ impl Connections {
         self.open.lock().map_or(0, |o| o.len())
     }
 
-    pub fn stats(&self) -> StatsSnapshot {
-        let mut closed = [(Closed::Evicted, 0); 5];
+    pub fn stats(&self) -> HttpStats {
+        let mut closed = [("", 0); 5];
         for (i, c) in Closed::ALL.iter().enumerate() {
-            closed[i] = (*c, self.stats.closed[i].load(Ordering::Relaxed));
+            closed[i] = (c.as_str(), self.stats.closed[i].load(Ordering::Relaxed));
         }
-        StatsSnapshot {
+        HttpStats {
             open: self.open_count(),
             limit: self.limits.max,
             accepted: self.stats.accepted.load(Ordering::Relaxed),
@@ -452,6 +443,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 }
 
+impl HttpStatsSource for Connections {
+    fn http_stats(&self) -> HttpStats {
+        self.stats()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,8 +476,8 @@ mod tests {
         let _b3 = c.busy(&third.state);
         assert!(c.admit(-1).is_none());
         let s = c.stats();
-        assert_eq!(s.closed[0], (Closed::Evicted, 1));
-        assert_eq!(s.closed[1], (Closed::Refused, 1));
+        assert_eq!(s.closed[0], (Closed::Evicted.as_str(), 1));
+        assert_eq!(s.closed[1], (Closed::Refused.as_str(), 1));
         drop(second);
         assert_eq!(c.open_count(), 1);
     }

@@ -287,7 +287,7 @@ async fn route(server: &Arc<Server>, web: &WebConfig, req: Request<Incoming>) ->
                 .unwrap_or(20);
             match tokio::task::spawn_blocking(move || {
                 let body = a.scrape().to_vec();
-                crate::expose::cardinality::report(&String::from_utf8_lossy(&body)).render(top)
+                crate::exposition::cardinality::report(&String::from_utf8_lossy(&body)).render(top)
             })
             .await
             {

@@ -716,12 +716,13 @@ mod tests {
     }
 
     fn sample_at(id: String, i: usize, cpu: Option<f64>, threads: Option<u64>) -> ContainerSample {
-        use crate::discovery::{CgroupKind, Labels, Target};
+        use crate::discovery::{CgroupKind, Target};
+        use crate::labels::Labels;
         let labels = Labels {
             id,
             ..Labels::default()
         };
-        let prefix = crate::expose::encode::render_label_prefix(&labels);
+        let prefix = crate::labels::render_label_prefix(&labels);
         ContainerSample {
             labels: std::sync::Arc::new(crate::meta::join::Resolved {
                 generation: 0,
@@ -739,10 +740,6 @@ mod tests {
                 labels,
                 start_time: 1.0,
                 files: Default::default(),
-                resolved: Default::default(),
-                refresh: Default::default(),
-                probe: Default::default(),
-                load: Default::default(),
             }),
             stats: ContainerStats {
                 cpu_usage_seconds: cpu,

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:?usage: fuzz/run.sh SECONDS [TARGET ...]}; shift
-TARGETS=("${@:-cgroup procfs podlist config http}"); TARGETS=(${TARGETS[@]})
+TARGETS=("${@:-cgroup procfs podlist config http deflate}"); TARGETS=(${TARGETS[@]})
 JOBS=${JOBS:-1}
 command -v cargo-afl >/dev/null || cargo install --locked cargo-afl
 cargo afl config --build >/dev/null 2>&1 || true

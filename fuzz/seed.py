@@ -64,6 +64,14 @@ for src in SOURCES:
                 add("procfs", cut(data))
             elif name.startswith("podlist") and name.endswith(".json") or name.endswith("_pods.json"):
                 add("podlist", small_podlist(data))
+# deflate: exposition text (the goldens) cut to 2 KiB at a line end, after a chunk-size byte.
+golden = os.path.join(ROOT, "tests", "golden")
+for name in sorted(os.listdir(golden)):
+    data = open(os.path.join(golden, name), "rb").read()
+    for size, at in ((255, 0), (16, len(data) // 2)):
+        piece = data[at:at + 2048]
+        end = piece.rfind(b"\n")
+        add("deflate", bytes([size]) + piece[: end + 1 if end > 0 else len(piece)])
 add("config", open(os.path.join(ROOT, "config", "podstat.toml"), "rb").read())
 add("config", b"[server]\nlisten = \"127.0.0.1:9780\"\n[filters]\nexclude_cgroups = [\"**/x*\"]\n[kubernetes]\nsource = \"kubelet\"\nkubelet_url = \"https://127.0.0.1:10250/pods\"\n")
 add("config", b"tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\nbasic_auth_users:\n  prom: $2y$10$abcdefghijklmnopqrstuu5jDEsLNIrs2mfKwNvO0v4wQ1kLAH1Bm\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n")

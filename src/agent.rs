@@ -14,19 +14,19 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::collect::Engine;
-use crate::config::Config;
+use crate::config::{Config, GzipWriter};
 use crate::discovery::CgroupLayout;
 use bytes::Bytes;
 
 use crate::config::MetadataSource;
 use crate::exposition::encode::Encoder;
-use crate::exposition::gzip::{GzipCarry, HintedGzip, LineHint};
 use crate::exposition::names::{self, FamilyCursor};
 use crate::exposition::selfmetrics::{self, HttpStatsSource};
 use crate::meta::MetaStore;
 use crate::parse::procfs;
 use crate::policy::Policy;
 use crate::snapshot::ContainerSample;
+use hinted_deflate::{GzipCarry, HintedGzip, LineHint};
 
 /// One collection, ready to serve to every scrape that asks within the interval.
 ///
@@ -43,6 +43,7 @@ pub struct Rendered {
     gzip: OnceLock<Bytes>,
     /// What the previous body's compression left for this one (shared with the agent).
     gzip_carry: Arc<Mutex<GzipCarry>>,
+    gzip_writer: GzipWriter,
     pub made_at: Instant,
 }
 
@@ -130,6 +131,9 @@ impl Rendered {
     pub fn gzipped(self: &Arc<Self>) -> Bytes {
         self.gzip
             .get_or_init(|| {
+                if self.gzip_writer == GzipWriter::ZlibRs {
+                    return Bytes::from(self.stock_gzip());
+                }
                 // Busy (another collection's body being compressed) or poisoned: start afresh.
                 let carry = match self.gzip_carry.try_lock() {
                     Ok(mut c) => std::mem::take(&mut *c),
@@ -156,6 +160,19 @@ impl Rendered {
                 })
             })
             .clone()
+    }
+
+    /// The body through flate2 (zlib-rs, level 1), chunk by chunk: `gzip_writer = "zlib-rs"`.
+    fn stock_gzip(self: &Arc<Self>) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut chunk = Vec::new();
+        let mut chunks = self.chunks();
+        while chunks.next_chunk(&mut chunk) {
+            // Writing into a Vec cannot fail.
+            let _ = std::io::Write::write_all(&mut gz, &chunk);
+            chunk.clear();
+        }
+        gz.finish().unwrap_or_default()
     }
 
     /// Roughly what keeping this collection holds: its samples and, once made, its gzip body.
@@ -216,6 +233,7 @@ pub struct Agent {
     ready: AtomicBool,
     health: Mutex<ReaderHealth>,
     gzip_carry: Arc<Mutex<GzipCarry>>,
+    gzip_writer: GzipWriter,
     /// The listener's connections, for their self-metrics (set when serving).
     http: OnceLock<Arc<dyn HttpStatsSource>>,
     pub mode: &'static str,
@@ -298,6 +316,7 @@ impl Agent {
             ready: AtomicBool::new(false),
             health: Mutex::new(ReaderHealth::default()),
             gzip_carry: Arc::default(),
+            gzip_writer: config.server.gzip_writer,
             http: OnceLock::new(),
             mode,
         })
@@ -355,6 +374,7 @@ impl Agent {
             tail: enc.buf,
             gzip: OnceLock::new(),
             gzip_carry: Arc::clone(&self.gzip_carry),
+            gzip_writer: self.gzip_writer,
             made_at: Instant::now(),
         });
         inner.last = Some(Arc::clone(&rendered));

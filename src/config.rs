@@ -211,6 +211,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     #[serde(default = "defaults::gzip")]
     pub gzip: bool,
+    #[serde(default = "defaults::gzip_writer")]
+    pub gzip_writer: GzipWriter,
     #[serde(default = "defaults::min_collect_interval_ms")]
     pub min_collect_interval_ms: u64,
     #[serde(default = "defaults::max_connections")]
@@ -290,6 +292,17 @@ impl<'de> Deserialize<'de> for MaxOpenFiles {
         }
         d.deserialize_any(Visitor)
     }
+}
+
+/// Which gzip writer compresses /metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum GzipWriter {
+    /// crates/hinted-deflate: copies what the encoder says repeats.
+    #[serde(rename = "hinted")]
+    Hinted,
+    /// flate2 with zlib-rs at level 1: a stock compressor, the fallback.
+    #[serde(rename = "zlib-rs")]
+    ZlibRs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -661,6 +674,7 @@ defaults! {
     discovery: DiscoveryConfig = discovery;
     listen: SocketAddr = server.listen;
     gzip: bool = server.gzip;
+    gzip_writer: GzipWriter = server.gzip_writer;
     min_collect_interval_ms: u64 = server.min_collect_interval_ms;
     max_connections: usize = server.max_connections;
     header_read_timeout: HumanDuration = server.header_read_timeout;

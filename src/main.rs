@@ -67,22 +67,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(path) = &cli.check_config {
-        return match config::load(path) {
-            Ok(c) => match full_check(&c) {
-                Ok(_) => {
-                    println!("{}: ok", path.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("podstat: invalid config: {}: {e}", path.display());
-                    ExitCode::from(2)
-                }
-            },
-            Err(e) => {
-                eprintln!("podstat: invalid config: {e}");
-                ExitCode::from(2)
-            }
-        };
+        return check_config(path);
     }
     if let Some(Command::MetricsTable) = cli.command {
         print!("{}", podstat::exposition::names::markdown_table());
@@ -106,19 +91,7 @@ fn main() -> ExitCode {
         top,
     }) = &cli.command
     {
-        return match fetch_plain(url) {
-            Ok(body) => {
-                print!(
-                    "{}",
-                    podstat::exposition::cardinality::report(&body).render(*top)
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("podstat: cannot read {url}: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return cardinality_of(url, *top);
     }
     if let Err(e) = metadata_source_check(&config) {
         eprintln!("podstat: invalid config: {e}");
@@ -166,24 +139,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(Command::Once) = cli.command {
-        let rendered = agent.scrape();
-        let mut out = std::io::stdout().lock();
-        let mut chunks = rendered.chunks();
-        let mut chunk = Vec::new();
-        let written = (|| {
-            while chunks.next_chunk(&mut chunk) {
-                out.write_all(&chunk)?;
-                chunk.clear();
-            }
-            out.flush()
-        })();
-        return match written {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("podstat: cannot write output: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return print_once(&agent);
     }
     let cli = Arc::new(cli);
     let reload = move || -> Result<(Config, podstat::policy::Policy), String> {
@@ -200,6 +156,65 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "podstat stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-config`: 0 when the file passes every check the agent makes at start, else 2.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => match full_check(&c) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("podstat: invalid config: {}: {e}", path.display());
+                ExitCode::from(2)
+            }
+        },
+        Err(e) => {
+            eprintln!("podstat: invalid config: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `podstat cardinality --url`: the report of a running agent's /metrics.
+fn cardinality_of(url: &str, top: usize) -> ExitCode {
+    match fetch_plain(url) {
+        Ok(body) => {
+            print!(
+                "{}",
+                podstat::exposition::cardinality::report(&body).render(top)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("podstat: cannot read {url}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `podstat once`: one collection to stdout, chunk by chunk.
+fn print_once(agent: &Agent) -> ExitCode {
+    let rendered = agent.scrape();
+    let mut out = std::io::stdout().lock();
+    let mut chunks = rendered.chunks();
+    let mut chunk = Vec::new();
+    let written = (|| {
+        while chunks.next_chunk(&mut chunk) {
+            out.write_all(&chunk)?;
+            chunk.clear();
+        }
+        out.flush()
+    })();
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podstat: cannot write output: {e}");
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,10 @@
 //! - `config`:  the TOML config loader with every check `--check-config` makes of the text,
 //!   and the web config (YAML) parser;
 //! - `http`:    the HTTP request path: raw bytes into podstat's listener code (limits, access
-//!   checks, routing, /metrics over fixture cgroups), response read back.
+//!   checks, routing, /metrics over fixture cgroups), response read back;
+//! - `deflate`: differential: bytes with line hints derived from them (right, wrong and
+//!   stale), through crates/hinted-deflate in chunks and across a carried state, decoded by
+//!   flate2: the output must be the input.
 //!
 //! A crash is any panic: every target must accept any input and at most return an error.
 
@@ -134,6 +137,77 @@ fn http(data: &[u8]) {
     });
 }
 
+/// Line hints for `chunk` as an encoder would give them, bent by the input's own bytes: a line
+/// `name{prefix} value` gets the spans of its parts and a container index from its prefix
+/// (equal prefixes, one index), and about one line in eight gets a wrong span or index.
+fn deflate_hints(chunk: &[u8], containers: &mut std::collections::HashMap<Vec<u8>, u32>) -> Vec<hinted_deflate::LineHint> {
+    let mut hints = Vec::new();
+    let mut start = 0usize;
+    for line in chunk.split_inclusive(|&b| b == b'\n') {
+        let end = start + line.len();
+        if let (Some(open), Some(close)) = (
+            line.iter().position(|&b| b == b'{'),
+            line.iter().rposition(|&b| b == b'}'),
+        ) {
+            if open < close {
+                let prefix = &line[open + 1..close];
+                let n = containers.len() as u32;
+                let container = *containers.entry(prefix.to_vec()).or_insert(n);
+                let mut h = hinted_deflate::LineHint {
+                    start: start as u32,
+                    prefix_start: (start + open + 1) as u32,
+                    prefix_end: (start + close) as u32,
+                    value_start: (start + (close + 2).min(line.len())) as u32,
+                    container,
+                };
+                let twist = line[0] as usize + line.len();
+                match twist % 16 {
+                    0 => h.container = (twist % 5) as u32,
+                    1 => h.prefix_end = h.prefix_end.saturating_sub(3),
+                    2 => h.prefix_start += 1,
+                    3 => h.value_start = end as u32 + 7,
+                    _ => {}
+                }
+                hints.push(h);
+            }
+        }
+        start = end;
+    }
+    hints
+}
+
+fn deflate(data: &[u8]) {
+    use std::io::Read;
+    // The first byte picks the chunk size (the agent's are 64 KiB; small ones cross lines).
+    let Some((&size, body)) = data.split_first() else {
+        return;
+    };
+    // A few lines are enough to reach every path (copies, scripts, carried state), and each
+    // new prefix costs a script: longer inputs only slow the search down.
+    let body = &body[..body.len().min(2048)];
+    let chunk_len = 1 + usize::from(size) * 4;
+    let mut containers = std::collections::HashMap::new();
+    let mut carry = hinted_deflate::GzipCarry::default();
+    // Twice: the second body resumes from the first one's state, as consecutive scrapes do,
+    // with its second half first (containers moved and changed).
+    let half = body.len() / 2;
+    let swapped = [&body[half..], &body[..half]].concat();
+    for input in [body, swapped.as_slice()] {
+        let mut gz = hinted_deflate::HintedGzip::resume(carry);
+        for chunk in input.chunks(chunk_len) {
+            let hints = deflate_hints(chunk, &mut containers);
+            gz.push(chunk, &hints);
+        }
+        let (out, next) = gz.finish_carry();
+        carry = next;
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(out.as_slice())
+            .read_to_end(&mut decoded)
+            .expect("hinted-deflate wrote a gzip member flate2 cannot read");
+        assert!(decoded == input, "hinted-deflate's output decodes to other bytes than its input");
+    }
+}
+
 fn main() {
     let target = std::env::var("FUZZ_TARGET").unwrap_or_default();
     let run: fn(&[u8]) = match target.as_str() {
@@ -142,8 +216,9 @@ fn main() {
         "podlist" => podlist,
         "config" => config,
         "http" => http,
+        "deflate" => deflate,
         other => {
-            eprintln!("FUZZ_TARGET={other:?}: use cgroup, procfs, podlist, config or http");
+            eprintln!("FUZZ_TARGET={other:?}: use cgroup, procfs, podlist, config, http or deflate");
             std::process::exit(2);
         }
     };

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{CollectorsConfig, Config};
 use crate::discovery::{CgroupMode, Discovery, Target};
-use crate::meta::join::{refresh_due, resolve_cached, JoinPolicy};
+use crate::meta::join::{refresh_due, resolve_cached, JoinPolicy, Resolved};
 use crate::meta::MetaIndex;
 use crate::parse::ParseError;
 use crate::policy::Policy;
@@ -308,127 +308,32 @@ impl Engine {
     }
 
     /// One collection, with labels from `index` and rows filtered by `policy` (before any of
-    /// their files are read).
+    /// their files are read): the pipeline, step by step.
     pub fn collect(&mut self, index: &MetaIndex, policy: &Policy) -> Snapshot {
         let started = Instant::now();
         let mut snapshot = Snapshot::default();
-        let targets = match self.discovery.refresh() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "discovery failed");
-                snapshot.discovery_failed = true;
-                Vec::new()
-            }
-        };
-        snapshot.walk = self.discovery.last_walk();
-        let enabled: Vec<&CollectorDef> = REGISTRY
-            .iter()
-            .filter(|d| (d.enabled)(&self.collectors))
-            .collect();
-        let mut runs: Vec<CollectorRun> = enabled
-            .iter()
-            .map(|d| CollectorRun {
-                name: d.name,
-                duration: Duration::ZERO,
-                success: true,
-            })
-            .collect();
-        snapshot.containers.reserve(targets.len());
-        // cAdvisor's `container_last_seen`: when the container was last read, in whole seconds.
-        let last_seen = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as f64)
-            .ok();
-        let collect_start = Instant::now();
-        // Per-cgroup state kept across collections, parallel to `snapshot.containers`.
-        let mut states = Vec::with_capacity(targets.len());
-        self.states.begin_collection();
-        'targets: for target in targets {
-            let target = self.states.track(target);
-            let (labels, fresh) =
-                resolve_cached(&target, &target.state.resolved, index, &self.join);
-            if fresh {
-                snapshot.labels_truncated += u64::from(labels.truncated);
-            }
-            if labels.unknown
-                && !policy.excludes_by_path(&target)
-                && refresh_due(&target.state.refresh, collect_start, &self.join)
-            {
-                snapshot.wants_metadata_refresh = true;
-            }
-            if !policy.keeps(&target, &labels) {
-                snapshot.filtered += 1;
-                continue;
-            }
-            let mut stats = ContainerStats {
-                last_seen,
-                ..ContainerStats::default()
-            };
-            self.ctx.pids_listed = false;
-            // One clock read per collector boundary, not two: the clock is a measurable share
-            // of a collection that otherwise only reads kept descriptors.
-            let mut t0 = Instant::now();
-            for (def, run) in enabled.iter().zip(runs.iter_mut()) {
-                self.ctx.collector = def.name;
-                self.ctx.collector_failed = false;
-                let result = (def.collect)(&mut self.ctx, &target, &mut stats);
-                let t1 = Instant::now();
-                run.duration += t1 - t0;
-                t0 = t1;
-                run.success &= !self.ctx.collector_failed;
-                if result.is_err() {
-                    tracing::debug!(cgroup = %target.path, "cgroup vanished during collection; skipped");
-                    continue 'targets;
-                }
-            }
-            states.push(Arc::clone(&target.state));
-            snapshot.containers.push(ContainerSample {
-                target: target.target,
-                labels,
-                stats,
-            });
-        }
-        self.states.end_collection();
+        let targets = self.discover(&mut snapshot);
+        let rows = self.join_and_filter(targets, index, policy, &mut snapshot);
+        let states = self.collect_cgroups(rows, &mut snapshot);
         if self.collectors.network {
-            let t0 = Instant::now();
-            self.ctx.collector = "network";
-            self.ctx.collector_failed = false;
-            network::collect(
-                &mut self.ctx,
-                &mut snapshot.containers,
-                &states,
-                self.collectors.process,
-            );
-            runs.push(CollectorRun {
-                name: "network",
-                duration: t0.elapsed(),
-                success: !self.ctx.collector_failed,
+            // The process collector already read each cgroup's first PID when it ran.
+            let pids_known = self.collectors.process;
+            self.timed(&mut snapshot, "network", |ctx, s| {
+                network::collect(ctx, &mut s.containers, &states, pids_known)
             });
         }
         if self.collectors.filesystem {
-            let t0 = Instant::now();
-            self.ctx.collector = "filesystem";
-            self.ctx.collector_failed = false;
-            filesystem::collect(&mut self.ctx, &mut snapshot.containers, &self.rootfs);
-            layers::collect(&mut self.ctx, &mut snapshot.containers, &self.rootfs);
-            runs.push(CollectorRun {
-                name: "filesystem",
-                duration: t0.elapsed(),
-                success: !self.ctx.collector_failed,
+            let rootfs = self.rootfs.clone();
+            self.timed(&mut snapshot, "filesystem", |ctx, s| {
+                filesystem::collect(ctx, &mut s.containers, &rootfs);
+                layers::collect(ctx, &mut s.containers, &rootfs);
             });
         }
         if self.collectors.machine {
-            let t0 = Instant::now();
-            self.ctx.collector = "machine";
-            self.ctx.collector_failed = false;
-            snapshot.machine = machine::collect(&mut self.ctx);
-            runs.push(CollectorRun {
-                name: "machine",
-                duration: t0.elapsed(),
-                success: !self.ctx.collector_failed,
+            self.timed(&mut snapshot, "machine", |ctx, s| {
+                s.machine = machine::collect(ctx);
             });
         }
-        snapshot.collectors = runs;
         snapshot.errors = std::mem::take(&mut self.ctx.errors);
         snapshot.files_read = self.ctx.reader.take_opens();
         snapshot.kept_descriptors = self
@@ -438,5 +343,145 @@ impl Engine {
             .map_or((0, 0), |b| (b.in_use(), b.limit()));
         snapshot.duration = started.elapsed();
         snapshot
+    }
+
+    /// The cgroups of this collection (none when the walk failed, which the snapshot says).
+    fn discover(&mut self, snapshot: &mut Snapshot) -> Vec<Arc<Target>> {
+        let targets = match self.discovery.refresh() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "discovery failed");
+                snapshot.discovery_failed = true;
+                Vec::new()
+            }
+        };
+        snapshot.walk = self.discovery.last_walk();
+        targets
+    }
+
+    /// Each cgroup with its labels from the pod metadata, less those the filters drop (before
+    /// any of their files are read). Cgroups the metadata does not know ask for an early
+    /// fetch, at the backoff's pace.
+    fn join_and_filter(
+        &mut self,
+        targets: Vec<Arc<Target>>,
+        index: &MetaIndex,
+        policy: &Policy,
+        snapshot: &mut Snapshot,
+    ) -> Vec<(Tracked, Arc<Resolved>)> {
+        let now = Instant::now();
+        let mut rows = Vec::with_capacity(targets.len());
+        self.states.begin_collection();
+        for target in targets {
+            let target = self.states.track(target);
+            let (labels, fresh) =
+                resolve_cached(&target, &target.state.resolved, index, &self.join);
+            if fresh {
+                snapshot.labels_truncated += u64::from(labels.truncated);
+            }
+            if labels.unknown
+                && !policy.excludes_by_path(&target)
+                && refresh_due(&target.state.refresh, now, &self.join)
+            {
+                snapshot.wants_metadata_refresh = true;
+            }
+            if policy.keeps(&target, &labels) {
+                rows.push((target, labels));
+            } else {
+                snapshot.filtered += 1;
+            }
+        }
+        self.states.end_collection();
+        rows
+    }
+
+    /// Runs the registry's per-cgroup collectors over `rows`; a cgroup that vanishes on the
+    /// way is left out. Returns each collected row's state, parallel to `snapshot.containers`.
+    fn collect_cgroups(
+        &mut self,
+        rows: Vec<(Tracked, Arc<Resolved>)>,
+        snapshot: &mut Snapshot,
+    ) -> Vec<Arc<TargetState>> {
+        let enabled: Vec<&CollectorDef> = REGISTRY
+            .iter()
+            .filter(|d| (d.enabled)(&self.collectors))
+            .collect();
+        snapshot.collectors = enabled
+            .iter()
+            .map(|d| CollectorRun {
+                name: d.name,
+                duration: Duration::ZERO,
+                success: true,
+            })
+            .collect();
+        snapshot.containers.reserve(rows.len());
+        let mut states = Vec::with_capacity(rows.len());
+        // cAdvisor's `container_last_seen`: when the container was last read, in whole seconds.
+        let last_seen = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as f64)
+            .ok();
+        for (target, labels) in rows {
+            let mut stats = ContainerStats {
+                last_seen,
+                ..ContainerStats::default()
+            };
+            if !self.collect_one(&enabled, &mut snapshot.collectors, &target, &mut stats) {
+                tracing::debug!(cgroup = %target.path, "cgroup vanished during collection; skipped");
+                continue;
+            }
+            states.push(Arc::clone(&target.state));
+            snapshot.containers.push(ContainerSample {
+                target: target.target,
+                labels,
+                stats,
+            });
+        }
+        states
+    }
+
+    /// One cgroup through every enabled collector, timing each; false when it vanished.
+    fn collect_one(
+        &mut self,
+        enabled: &[&CollectorDef],
+        runs: &mut [CollectorRun],
+        target: &Tracked,
+        stats: &mut ContainerStats,
+    ) -> bool {
+        self.ctx.pids_listed = false;
+        // One clock read per collector boundary, not two: the clock is a measurable share of a
+        // collection that otherwise only reads kept descriptors.
+        let mut t0 = Instant::now();
+        for (def, run) in enabled.iter().zip(runs.iter_mut()) {
+            self.ctx.collector = def.name;
+            self.ctx.collector_failed = false;
+            let result = (def.collect)(&mut self.ctx, target, stats);
+            let t1 = Instant::now();
+            run.duration += t1 - t0;
+            t0 = t1;
+            run.success &= !self.ctx.collector_failed;
+            if result.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Runs a collector over the whole snapshot (per pod or per host) and records its run.
+    fn timed(
+        &mut self,
+        snapshot: &mut Snapshot,
+        name: &'static str,
+        f: impl FnOnce(&mut Ctx, &mut Snapshot),
+    ) {
+        let t0 = Instant::now();
+        self.ctx.collector = name;
+        self.ctx.collector_failed = false;
+        f(&mut self.ctx, snapshot);
+        snapshot.collectors.push(CollectorRun {
+            name,
+            duration: t0.elapsed(),
+            success: !self.ctx.collector_failed,
+        });
     }
 }

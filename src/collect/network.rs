@@ -148,6 +148,14 @@ fn listed_pids(ctx: &mut Ctx, target: &Target) -> Vec<u32> {
 /// processes all exit faster than this many reads has no network to report anyway.
 const MAX_PIDS_TRIED: usize = 16;
 
+/// Who gets network series: `(row that gets them, candidates to read through as (row, first
+/// PID), the sandbox's first)`, one entry per pod with a process and per Docker or Podman
+/// container, and the root row (read through PID 1).
+struct Plan {
+    reads: Vec<(usize, Vec<(usize, u32)>)>,
+    root_row: Option<usize>,
+}
+
 /// `process_collected`: the process collector ran, so `first_pid` is already known.
 /// `states[i]` is what is kept about `samples[i]`'s cgroup.
 pub fn collect(
@@ -156,15 +164,42 @@ pub fn collect(
     states: &[Arc<TargetState>],
     process_collected: bool,
 ) {
-    let proc_root = ctx.proc_root.clone();
-    let host_netns = match fresh(&ctx.host.netns) {
-        Some(netns) => netns,
-        None => {
-            let netns = host_netns(&proc_root, ctx.host.netns.is_none());
-            ctx.host.netns = Some((Instant::now(), netns.clone()));
-            netns
+    let host_netns = cached_host_netns(ctx);
+    let plan = plan(ctx, samples, states, process_collected);
+    for (row, candidates) in plan.reads {
+        if let Some(interfaces) =
+            pod_network(ctx, samples, states, &candidates, host_netns.as_ref())
+        {
+            samples[row].stats.network = interfaces;
         }
-    };
+    }
+    if let Some(row) = plan.root_row {
+        let target = Arc::clone(&samples[row].target);
+        match read_through(ctx, &target, &states[row], 1, None) {
+            Through::Interfaces(interfaces) => samples[row].stats.network = interfaces,
+            Through::Failed(path, e) => ctx.record_error("network read failed", &path, &e),
+            Through::Unreadable(e) => ctx.record_read_error("network read failed", &e),
+            Through::HostNetwork | Through::Gone => {}
+        }
+    }
+}
+
+/// The host's network namespace, looked up at most once per [`super::HOST_REFRESH`].
+fn cached_host_netns(ctx: &mut Ctx) -> Option<PathBuf> {
+    if let Some(netns) = fresh(&ctx.host.netns) {
+        return netns;
+    }
+    let netns = host_netns(&ctx.proc_root, ctx.host.netns.is_none());
+    ctx.host.netns = Some((Instant::now(), netns.clone()));
+    netns
+}
+
+fn plan(
+    ctx: &mut Ctx,
+    samples: &[ContainerSample],
+    states: &[Arc<TargetState>],
+    process_collected: bool,
+) -> Plan {
     // pod uid -> (pod row index, container row indices)
     let mut pods: HashMap<&str, (Option<usize>, Vec<usize>)> = HashMap::new();
     let mut root_row = None;
@@ -182,69 +217,68 @@ pub fn collect(
             _ => {}
         }
     }
-    let pid_of = |ctx: &mut Ctx, samples: &[ContainerSample], i: usize| -> Option<u32> {
+    let pid_of = |ctx: &mut Ctx, i: usize| -> Option<u32> {
         if process_collected {
             // The process collector already read cgroup.procs: None means no process.
             return samples[i].stats.first_pid;
         }
         listed_pids(ctx, &samples[i].target).first().copied()
     };
-    // (row that gets the series, the pod's container rows with their first PIDs, the one to
-    // read first)
-    let mut plan: Vec<(usize, Vec<(usize, u32)>)> = Vec::with_capacity(pods.len());
+    let mut reads = Vec::with_capacity(pods.len() + standalone.len());
     for (pod_row, containers) in pods.values() {
-        let mut with_pids: Vec<(usize, u32)> = containers
+        let with_pids: Vec<(usize, u32)> = containers
             .iter()
-            .filter_map(|&i| Some((i, pid_of(ctx, samples, i)?)))
+            .filter_map(|&i| Some((i, pid_of(ctx, i)?)))
             .collect();
-        if with_pids.is_empty() {
-            continue;
+        if !with_pids.is_empty() {
+            reads.push(pod_read(
+                &ctx.proc_root,
+                samples,
+                states,
+                *pod_row,
+                with_pids,
+            ));
         }
-        // The sandbox: the container whose process is `pause`, else the one the pod list
-        // leaves out (the kubelet's cAdvisor reports the pod's network on the sandbox row).
-        let is_pause = |&(i, pid): &(usize, u32)| {
-            with_probe(&proc_root, &samples[i].target, &states[i], pid, |p, _| {
-                p.pause
-            })
-        };
-        let sandbox = with_pids.iter().position(is_pause).or_else(|| {
-            let listed_out: Vec<usize> = (0..with_pids.len())
-                .filter(|&k| samples[with_pids[k].0].labels.sandbox)
-                .collect();
-            (listed_out.len() == 1).then(|| listed_out[0])
-        });
-        let row = match (sandbox, pod_row) {
-            (Some(k), _) => with_pids[k].0,
-            (None, Some(row)) => *row,
-            (None, None) => with_pids[0].0,
-        };
-        // Read through the sandbox first (it lives as long as the pod's namespace).
-        if let Some(k) = sandbox {
-            with_pids.swap(0, k);
-        }
-        plan.push((row, with_pids));
     }
     for i in standalone {
-        if let Some(pid) = pid_of(ctx, samples, i) {
-            plan.push((i, vec![(i, pid)]));
+        if let Some(pid) = pid_of(ctx, i) {
+            reads.push((i, vec![(i, pid)]));
         }
     }
-    for (row, candidates) in plan {
-        if let Some(interfaces) =
-            pod_network(ctx, samples, states, &candidates, host_netns.as_ref())
-        {
-            samples[row].stats.network = interfaces;
-        }
+    Plan { reads, root_row }
+}
+
+/// The row that gets a pod's series and its containers in the order to read through: the
+/// sandbox (the container whose process is `pause`, else the one the pod list leaves out; the
+/// kubelet's cAdvisor reports the pod's network on the sandbox row) first, since it lives as
+/// long as the pod's namespace; without one, the pod row.
+fn pod_read(
+    proc_root: &Path,
+    samples: &[ContainerSample],
+    states: &[Arc<TargetState>],
+    pod_row: Option<usize>,
+    mut with_pids: Vec<(usize, u32)>,
+) -> (usize, Vec<(usize, u32)>) {
+    let is_pause = |&(i, pid): &(usize, u32)| {
+        with_probe(proc_root, &samples[i].target, &states[i], pid, |p, _| {
+            p.pause
+        })
+    };
+    let sandbox = with_pids.iter().position(is_pause).or_else(|| {
+        let listed_out: Vec<usize> = (0..with_pids.len())
+            .filter(|&k| samples[with_pids[k].0].labels.sandbox)
+            .collect();
+        (listed_out.len() == 1).then(|| listed_out[0])
+    });
+    let row = match (sandbox, pod_row) {
+        (Some(k), _) => with_pids[k].0,
+        (None, Some(row)) => row,
+        (None, None) => with_pids[0].0,
+    };
+    if let Some(k) = sandbox {
+        with_pids.swap(0, k);
     }
-    if let Some(row) = root_row {
-        let target = Arc::clone(&samples[row].target);
-        match read_through(ctx, &target, &states[row], 1, None) {
-            Through::Interfaces(interfaces) => samples[row].stats.network = interfaces,
-            Through::Failed(path, e) => ctx.record_error("network read failed", &path, &e),
-            Through::Unreadable(e) => ctx.record_read_error("network read failed", &e),
-            Through::HostNetwork | Through::Gone => {}
-        }
-    }
+    (row, with_pids)
 }
 
 /// The pod's interfaces, read through the first of `candidates` (container row, PID) whose

@@ -10,8 +10,8 @@
 //! explicit timestamps Prometheus writes staleness markers, so a deleted container's series end
 //! at once instead of lingering for the 5-minute lookback (cAdvisor's timestamps cause that).
 
-use super::gzip::LineHint;
 use crate::labels::{escape, escape_label_value};
+use hinted_deflate::LineHint;
 
 /// Counter or gauge, as written on the `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,5 @@
 
 pub mod cardinality;
 pub mod encode;
-pub mod gzip;
 pub mod names;
 pub mod selfmetrics;

@@ -148,6 +148,56 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
         totals.collections as f64,
     );
 
+    encode_collector_runs(enc, snapshot);
+    encode_rows_and_walk(enc, snapshot);
+    single(enc, "podstat_files_read", &[], snapshot.files_read as f64);
+
+    single(
+        enc,
+        "podstat_kept_descriptors",
+        &[],
+        snapshot.kept_descriptors.0 as f64,
+    );
+    single(
+        enc,
+        "podstat_kept_descriptors_limit",
+        &[],
+        snapshot.kept_descriptors.1 as f64,
+    );
+
+    single(
+        enc,
+        "podstat_label_values_truncated_total",
+        &[],
+        totals.labels_truncated as f64,
+    );
+
+    family(enc, "podstat_read_errors_total");
+    for (kind, n) in [
+        ("parse", totals.errors.parse),
+        ("io", totals.errors.io),
+        ("vanished", totals.errors.vanished),
+    ] {
+        enc.sample("podstat_read_errors_total", "", &[("kind", kind)], n as f64);
+    }
+
+    single(
+        enc,
+        "podstat_scrape_duration_seconds",
+        &[],
+        snapshot.duration.as_secs_f64(),
+    );
+    single(enc, "podstat_series", &[], snapshot.budget.series as f64);
+    single(
+        enc,
+        "podstat_series_dropped_total",
+        &[("reason", "max_series")],
+        totals.series_dropped as f64,
+    );
+}
+
+/// `podstat_collector_duration_seconds` and `podstat_collector_success`, per collector.
+fn encode_collector_runs(enc: &mut Encoder, snapshot: &Snapshot) {
     family(enc, "podstat_collector_duration_seconds");
     for run in &snapshot.collectors {
         enc.sample(
@@ -166,7 +216,10 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
             if run.success { 1.0 } else { 0.0 },
         );
     }
+}
 
+/// Rows dropped, filtered and reported by kind, and what the walk listed and watched.
+fn encode_rows_and_walk(enc: &mut Encoder, snapshot: &Snapshot) {
     single(
         enc,
         "podstat_cgroups_dropped",
@@ -215,51 +268,6 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
         "podstat_discovery_watches",
         &[],
         snapshot.walk.watches as f64,
-    );
-
-    single(enc, "podstat_files_read", &[], snapshot.files_read as f64);
-
-    single(
-        enc,
-        "podstat_kept_descriptors",
-        &[],
-        snapshot.kept_descriptors.0 as f64,
-    );
-    single(
-        enc,
-        "podstat_kept_descriptors_limit",
-        &[],
-        snapshot.kept_descriptors.1 as f64,
-    );
-
-    single(
-        enc,
-        "podstat_label_values_truncated_total",
-        &[],
-        totals.labels_truncated as f64,
-    );
-
-    family(enc, "podstat_read_errors_total");
-    for (kind, n) in [
-        ("parse", totals.errors.parse),
-        ("io", totals.errors.io),
-        ("vanished", totals.errors.vanished),
-    ] {
-        enc.sample("podstat_read_errors_total", "", &[("kind", kind)], n as f64);
-    }
-
-    single(
-        enc,
-        "podstat_scrape_duration_seconds",
-        &[],
-        snapshot.duration.as_secs_f64(),
-    );
-    single(enc, "podstat_series", &[], snapshot.budget.series as f64);
-    single(
-        enc,
-        "podstat_series_dropped_total",
-        &[("reason", "max_series")],
-        totals.series_dropped as f64,
     );
 }
 

@@ -332,6 +332,30 @@ fn a_gzip_body_buffer_is_reused_only_once_nothing_serves_it() {
 /// different containers (see `names::next_first`), and the gzip body still decodes to exactly
 /// the plain one, with every container once in every family.
 #[test]
+fn the_stock_gzip_writer_serves_the_same_body() {
+    let (_tmp, agent) = agent_on(
+        "cgroup-v2/kubepods-systemd-containerd",
+        "[server]\nmin_collect_interval_ms = 0\ngzip_writer = \"zlib-rs\"\n",
+    );
+    let (_tmp2, hinted) = agent_on(
+        "cgroup-v2/kubepods-systemd-containerd",
+        "[server]\nmin_collect_interval_ms = 0\n",
+    );
+    let (stock, ours) = (agent.scrape(), hinted.scrape());
+    let (stock_gz, ours_gz) = (stock.gzipped(), ours.gzipped());
+    assert!(
+        gunzip(&stock_gz) == stock.to_vec(),
+        "zlib-rs body differs from the plain body"
+    );
+    assert!(
+        gunzip(&ours_gz) == ours.to_vec(),
+        "hinted body differs from the plain body"
+    );
+    // Two different writers: the same text, not the same bytes.
+    assert_ne!(stock_gz, ours_gz, "gzip_writer was not applied");
+}
+
+#[test]
 fn a_large_node_gzips_to_its_plain_body_with_every_series_once() {
     let (_tmp, cg) = pinned_tree("cgroup-v2/kubepods-systemd-containerd");
     let pod = cg.join(

@@ -32,26 +32,11 @@ fn load_config(cli: &Cli) -> Result<Config, ExitCode> {
     }
 }
 
-/// What the metadata source needs from the environment (the Downward API's NODE_NAME and
-/// HOST_IP) when the config leaves it out: checked at start and by --check-config alike.
-fn metadata_source_check(config: &Config) -> Result<(), String> {
-    match config.kubernetes.source {
-        MetadataSource::Kubelet => {
-            podstat::meta::kubelet::kubelet_url(&config.kubernetes).map(|_| ())
-        }
-        #[cfg(feature = "apiserver")]
-        MetadataSource::ApiServer => {
-            podstat::meta::apiserver::node_name(&config.kubernetes).map(|_| ())
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Every check the agent makes of its config before serving, for --check-config (so "ok"
 /// means the agent will start) and for a reload, which puts the filters it built in force.
 fn full_check(config: &Config) -> Result<podstat::policy::Policy, String> {
     let policy = podstat::policy::Policy::new(config)?;
-    metadata_source_check(config)?;
+    podstat::meta::source::check(config)?;
     WebConfigWatch::new(&config.server.web_config_file).map_err(|e| e.to_string())?;
     if config.server.kubernetes_auth {
         podstat::http::delegated::check(&config.kubernetes)?;
@@ -93,7 +78,7 @@ fn main() -> ExitCode {
     {
         return cardinality_of(url, *top);
     }
-    if let Err(e) = metadata_source_check(&config) {
+    if let Err(e) = podstat::meta::source::check(&config) {
         eprintln!("podstat: invalid config: {e}");
         return ExitCode::from(2);
     }
@@ -229,42 +214,7 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn fetch_metadata_once(agent: &Agent, config: &Config) -> anyhow::Result<()> {
-    let runtime = small_runtime()?;
-    #[cfg(feature = "apiserver")]
-    if config.kubernetes.source == MetadataSource::ApiServer {
-        // Run the watch until its first list is in, bounded by the request timeout.
-        let watch = podstat::meta::apiserver::run(
-            Arc::clone(agent.meta()),
-            config.kubernetes.clone(),
-            config.labels.clone(),
-            config.limits.max_pod_labels,
-        );
-        let meta = Arc::clone(agent.meta());
-        return runtime.block_on(async move {
-            let listed = async {
-                while meta.health().last_success.is_none() {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            };
-            tokio::select! {
-                () = watch => anyhow::bail!("the pod watch ended"),
-                r = tokio::time::timeout(config.kubernetes.request_timeout.0, listed) => {
-                    r.map_err(|_| anyhow::anyhow!("no pod list from the API server in time"))
-                }
-            }
-        });
-    }
-    runtime.block_on(async {
-        let mut client = podstat::meta::kubelet::KubeletClient::new(&config.kubernetes)?;
-        podstat::meta::kubelet::refresh_once(
-            &mut client,
-            agent.meta(),
-            &config.labels,
-            config.limits.max_pod_labels,
-        )
-        .await?;
-        Ok(())
-    })
+    small_runtime()?.block_on(podstat::meta::source::fetch_once(agent.meta(), config))
 }
 
 /// GET over plain HTTP (a podstat on loopback), body as text.
@@ -331,28 +281,7 @@ fn serve(
             kubernetes_auth = server.delegated.is_some(),
             "serving /metrics"
         );
-        match config.kubernetes.source {
-            MetadataSource::None => {}
-            MetadataSource::Kubelet => {
-                tokio::spawn(podstat::meta::kubelet::run(
-                    Arc::clone(agent.meta()),
-                    config.kubernetes.clone(),
-                    config.labels.clone(),
-                    config.limits.max_pod_labels,
-                ));
-            }
-            #[cfg(feature = "apiserver")]
-            MetadataSource::ApiServer => {
-                tokio::spawn(podstat::meta::apiserver::run(
-                    Arc::clone(agent.meta()),
-                    config.kubernetes.clone(),
-                    config.labels.clone(),
-                    config.limits.max_pod_labels,
-                ));
-            }
-            #[cfg(not(feature = "apiserver"))]
-            MetadataSource::ApiServer => {}
-        }
+        podstat::meta::source::spawn(agent.meta(), config);
         let (move_to, moves) = tokio::sync::mpsc::channel(1);
         tokio::spawn(reload_on_hangup(
             Arc::clone(&server),

@@ -12,6 +12,7 @@ pub mod join;
 pub mod kubelet;
 pub mod labels;
 pub mod podlist;
+pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -78,31 +78,9 @@ fn main() -> ExitCode {
     {
         return cardinality_of(url, *top);
     }
-    if let Err(e) = podstat::meta::source::check(&config) {
-        eprintln!("podstat: invalid config: {e}");
-        return ExitCode::from(2);
-    }
-    let web = if cli.command.is_none() {
-        match WebConfigWatch::new(&config.server.web_config_file) {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("podstat: invalid config: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        WebConfigWatch::none()
-    };
-    let agent = match Agent::new(&config) {
-        Ok(a) => Arc::new(a),
-        Err(e @ podstat::agent::StartError::Config(_)) => {
-            eprintln!("podstat: {e}");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            return ExitCode::FAILURE;
-        }
+    let (agent, web) = match start(&config, cli.command.is_none()) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     if matches!(
         cli.command,
@@ -142,6 +120,32 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "podstat stopped");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The agent on a checked config, and the web config when it will serve (`serving`); the exit
+/// code (2: the config, 1: anything else) when it cannot start.
+fn start(config: &Config, serving: bool) -> Result<(Arc<Agent>, WebConfigWatch), ExitCode> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        eprintln!("podstat: invalid config: {e}");
+        ExitCode::from(2)
+    };
+    podstat::meta::source::check(config).map_err(|e| invalid(&e))?;
+    let web = if serving {
+        WebConfigWatch::new(&config.server.web_config_file).map_err(|e| invalid(&e))?
+    } else {
+        WebConfigWatch::none()
+    };
+    match Agent::new(config) {
+        Ok(a) => Ok((Arc::new(a), web)),
+        Err(e @ podstat::agent::StartError::Config(_)) => {
+            eprintln!("podstat: {e}");
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            Err(ExitCode::FAILURE)
         }
     }
 }
@@ -255,25 +259,7 @@ fn serve(
     runtime.block_on(async {
         let listener = listen(config.server.listen)
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        let delegated = if config.server.kubernetes_auth {
-            Some(DelegatedAuth::new(&config.kubernetes).map_err(anyhow::Error::msg)?)
-        } else {
-            None
-        };
-        let connections = Connections::new(Limits {
-            max: config.server.max_connections,
-            header_timeout: config.server.header_read_timeout.0,
-            idle_timeout: config.server.idle_timeout.0,
-        });
-        agent.report_connections(Arc::clone(&connections) as _);
-        let server = Arc::new(Server {
-            agent: Arc::clone(&agent),
-            gzip: config.server.gzip,
-            connections,
-            web,
-            auth: BasicAuth::default(),
-            delegated,
-        });
+        let server = http_server(&agent, config, web)?;
         tracing::info!(
             listen = %listener.local_addr()?,
             tls = server.web.current().tls.is_some(),
@@ -298,6 +284,34 @@ fn serve(
             .await
             .context("server failed")
     })
+}
+
+/// The HTTP server's shared state: its connection slots (whose counts the agent's
+/// self-metrics report), web config and, with `kubernetes_auth`, the token reviewer.
+fn http_server(
+    agent: &Arc<Agent>,
+    config: &Config,
+    web: WebConfigWatch,
+) -> anyhow::Result<Arc<Server>> {
+    let delegated = if config.server.kubernetes_auth {
+        Some(DelegatedAuth::new(&config.kubernetes).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    let connections = Connections::new(Limits {
+        max: config.server.max_connections,
+        header_timeout: config.server.header_read_timeout.0,
+        idle_timeout: config.server.idle_timeout.0,
+    });
+    agent.report_connections(Arc::clone(&connections) as _);
+    Ok(Arc::new(Server {
+        agent: Arc::clone(agent),
+        gzip: config.server.gzip,
+        connections,
+        web,
+        auth: BasicAuth::default(),
+        delegated,
+    }))
 }
 
 /// SIGHUP: the config file is read and checked again (everything `--check-config` checks). A

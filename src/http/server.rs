@@ -225,79 +225,13 @@ async fn route(server: &Arc<Server>, web: &WebConfig, req: Request<Incoming>) ->
     let access = access(server, web, req.headers().get(AUTHORIZATION)).await;
     if access != Access::Granted && !is_health_path(path) {
         server.connections.count_unauthorized();
-        let (status, text) = match access {
-            Access::Forbidden => (StatusCode::FORBIDDEN, "forbidden\n"),
-            Access::ReviewFailed => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cannot check credentials now\n",
-            ),
-            _ => (StatusCode::UNAUTHORIZED, "unauthorized\n"),
-        };
-        let mut r = respond(status, "text/plain", text);
-        if status == StatusCode::UNAUTHORIZED {
-            let challenge = if web.auth_required() {
-                "Basic realm=\"podstat\""
-            } else {
-                "Bearer"
-            };
-            r.headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        }
-        return r;
+        return refused(access, web);
     }
     let authenticated = access == Access::Granted;
     let agent = &server.agent;
     match path {
-        "/metrics" => {
-            // Right after a start, the first pod list (bounded by wait_for_first_list): series
-            // without pod labels would enter Prometheus as series of their own.
-            agent.meta().wait_first_list().await;
-            let gzip = server.gzip && accepts_gzip(req.headers().get(ACCEPT_ENCODING));
-            // Collected and compressed on this worker thread, which first hands the runtime's
-            // other work to a second one (`run_blocking`): a hop to the blocking pool and back
-            // cost ~0.3-0.4 ms per scrape on the development VM (2-3 % at 100 containers,
-            // `benches/ab.sh`). A second scrape arriving meanwhile (the other Prometheus of an
-            // HA pair) waits for the collection in progress and is served the same one.
-            let (rendered, compressed) = run_blocking(|| {
-                let rendered = agent.scrape();
-                let compressed = gzip.then(|| rendered.gzipped());
-                (rendered, compressed)
-            });
-            if rendered.kept_bytes() >= KEEP_BELOW {
-                release_when_stale(agent, rendered.made_at);
-            }
-            let body = match compressed {
-                Some(bytes) => Either::Left(Full::new(bytes)),
-                None => Either::Right(MetricsStream(rendered.chunks())),
-            };
-            let mut r = with_body(StatusCode::OK, METRICS_CONTENT_TYPE, body);
-            if gzip {
-                r.headers_mut()
-                    .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            }
-            r
-        }
-        "/cardinality" => {
-            let a = Arc::clone(agent);
-            let top = req
-                .uri()
-                .query()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("top=")))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(20);
-            match tokio::task::spawn_blocking(move || {
-                let body = a.scrape().to_vec();
-                crate::exposition::cardinality::report(&String::from_utf8_lossy(&body)).render(top)
-            })
-            .await
-            {
-                Ok(text) => respond(StatusCode::OK, "text/plain; charset=utf-8", text),
-                Err(e) => {
-                    tracing::error!(error = %e, "cardinality task failed");
-                    respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "failed\n")
-                }
-            }
-        }
+        "/metrics" => metrics(server, &req).await,
+        "/cardinality" => cardinality(agent, &req).await,
         "/healthz" | "/-/healthy" => {
             let (status, body) = health_json(agent, false, authenticated);
             respond(status, "application/json", body)
@@ -312,6 +246,85 @@ async fn route(server: &Arc<Server>, web: &WebConfig, req: Request<Incoming>) ->
             "<html><head><title>podstat</title></head><body><h1>podstat</h1><p><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a> <a href=\"/readyz\">/readyz</a> <a href=\"/cardinality\">/cardinality</a></p></body></html>\n",
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// The answer to a request without the access it needs: 401 with the challenge the listener
+/// expects, 403, or 503 when the API server could not review a token.
+fn refused(access: Access, web: &WebConfig) -> Response<Body> {
+    let (status, text) = match access {
+        Access::Forbidden => (StatusCode::FORBIDDEN, "forbidden\n"),
+        Access::ReviewFailed => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot check credentials now\n",
+        ),
+        _ => (StatusCode::UNAUTHORIZED, "unauthorized\n"),
+    };
+    let mut r = respond(status, "text/plain", text);
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = if web.auth_required() {
+            "Basic realm=\"podstat\""
+        } else {
+            "Bearer"
+        };
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    r
+}
+
+/// `/metrics`: the current collection, gzipped when the client accepts it.
+async fn metrics(server: &Arc<Server>, req: &Request<Incoming>) -> Response<Body> {
+    let agent = &server.agent;
+    // Right after a start, the first pod list (bounded by wait_for_first_list): series
+    // without pod labels would enter Prometheus as series of their own.
+    agent.meta().wait_first_list().await;
+    let gzip = server.gzip && accepts_gzip(req.headers().get(ACCEPT_ENCODING));
+    // Collected and compressed on this worker thread, which first hands the runtime's other
+    // work to a second one (`run_blocking`): a hop to the blocking pool and back cost ~0.3-0.4
+    // ms per scrape on the development VM (2-3 % at 100 containers, `benches/ab.sh`). A second
+    // scrape arriving meanwhile (the other Prometheus of an HA pair) waits for the collection
+    // in progress and is served the same one.
+    let (rendered, compressed) = run_blocking(|| {
+        let rendered = agent.scrape();
+        let compressed = gzip.then(|| rendered.gzipped());
+        (rendered, compressed)
+    });
+    if rendered.kept_bytes() >= KEEP_BELOW {
+        release_when_stale(agent, rendered.made_at);
+    }
+    let body = match compressed {
+        Some(bytes) => Either::Left(Full::new(bytes)),
+        None => Either::Right(MetricsStream(rendered.chunks())),
+    };
+    let mut r = with_body(StatusCode::OK, METRICS_CONTENT_TYPE, body);
+    if gzip {
+        r.headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    r
+}
+
+/// `/cardinality?top=N`: the report of a fresh collection, made off the runtime's threads.
+async fn cardinality(agent: &Arc<Agent>, req: &Request<Incoming>) -> Response<Body> {
+    let a = Arc::clone(agent);
+    let top = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("top=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    match tokio::task::spawn_blocking(move || {
+        let body = a.scrape().to_vec();
+        crate::exposition::cardinality::report(&String::from_utf8_lossy(&body)).render(top)
+    })
+    .await
+    {
+        Ok(text) => respond(StatusCode::OK, "text/plain; charset=utf-8", text),
+        Err(e) => {
+            tracing::error!(error = %e, "cardinality task failed");
+            respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "failed\n")
+        }
     }
 }
 

@@ -177,19 +177,7 @@ fn tls_config(
     tls: &TlsFile,
     resolve: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<(ServerConfig, bool), String> {
-    let cert_path = resolve(&tls.cert_file);
-    let key_path = resolve(&tls.key_file);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| format!("cert_file {}: {e}", cert_path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "cert_file {}: no PEM certificate in it",
-            cert_path.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .map_err(|e| format!("key_file {}: {e}", key_path.display()))?;
+    let (certs, key) = server_identity(tls, resolve)?;
     let min = tls_version(tls.min_version.as_deref().unwrap_or("TLS12"))?;
     let max = tls_version(tls.max_version.as_deref().unwrap_or("TLS13"))?;
     let versions: Vec<&'static rustls::SupportedProtocolVersion> =
@@ -206,25 +194,7 @@ fn tls_config(
         .with_protocol_versions(&versions)
         .map_err(|e| e.to_string())?;
     let auth_type = tls.client_auth_type.as_deref().unwrap_or("NoClientCert");
-    let roots = || -> Result<Arc<rustls::RootCertStore>, String> {
-        let Some(ca) = &tls.client_ca_file else {
-            return Err(format!("client_auth_type {auth_type} needs client_ca_file"));
-        };
-        let ca = resolve(ca);
-        let mut store = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&ca)
-            .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?
-        {
-            let cert = cert.map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
-            store
-                .add(cert)
-                .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
-        }
-        if store.is_empty() {
-            return Err(format!("client_ca_file {}: no certificate", ca.display()));
-        }
-        Ok(Arc::new(store))
-    };
+    let roots = || client_roots(tls, auth_type, resolve);
     let (builder, verified) = match auth_type {
         "NoClientCert" => {
             if tls.client_ca_file.is_some() {
@@ -260,6 +230,52 @@ fn tls_config(
         .map_err(|e| format!("cert_file and key_file do not make a key pair: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((config, verified))
+}
+
+/// The server's certificate chain and key (`cert_file`, `key_file`).
+fn server_identity(
+    tls: &TlsFile,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let cert_path = resolve(&tls.cert_file);
+    let key_path = resolve(&tls.key_file);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("cert_file {}: {e}", cert_path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "cert_file {}: no PEM certificate in it",
+            cert_path.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| format!("key_file {}: {e}", key_path.display()))?;
+    Ok((certs, key))
+}
+
+/// The CAs client certificates must chain to (`client_ca_file`).
+fn client_roots(
+    tls: &TlsFile,
+    auth_type: &str,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Arc<rustls::RootCertStore>, String> {
+    let Some(ca) = &tls.client_ca_file else {
+        return Err(format!("client_auth_type {auth_type} needs client_ca_file"));
+    };
+    let ca = resolve(ca);
+    let mut store = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&ca)
+        .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?
+    {
+        let cert = cert.map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+        store
+            .add(cert)
+            .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+    }
+    if store.is_empty() {
+        return Err(format!("client_ca_file {}: no certificate", ca.display()));
+    }
+    Ok(Arc::new(store))
 }
 
 /// What identifies a file's version: modification time, size, inode (a Secret update swaps a

@@ -338,8 +338,7 @@ impl Agent {
         }
         let index = self.meta.current();
         let policy = self.policy();
-        let mut snapshot = inner.engine.collect(&index, &policy);
-        snapshot.budget = policy.apply_budget(&mut snapshot.containers);
+        let snapshot = inner.engine.collect(&index, &policy);
         if snapshot.wants_metadata_refresh {
             self.meta.request_refresh();
         }

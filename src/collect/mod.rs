@@ -307,8 +307,8 @@ impl Engine {
         })
     }
 
-    /// One collection, with labels from `index` and rows filtered by `policy` (before any of
-    /// their files are read): the pipeline, step by step.
+    /// One collection, with labels from `index`, rows filtered by `policy` (before any of their
+    /// files are read) and cut to its series budget: the pipeline, step by step.
     pub fn collect(&mut self, index: &MetaIndex, policy: &Policy) -> Snapshot {
         let started = Instant::now();
         let mut snapshot = Snapshot::default();
@@ -334,6 +334,7 @@ impl Engine {
                 s.machine = machine::collect(ctx);
             });
         }
+        snapshot.budget = policy.apply_budget(&mut snapshot.containers);
         snapshot.errors = std::mem::take(&mut self.ctx.errors);
         snapshot.files_read = self.ctx.reader.take_opens();
         snapshot.kept_descriptors = self

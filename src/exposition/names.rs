@@ -59,7 +59,7 @@ pub fn family_mask(drop: &[String]) -> Result<Vec<bool>, String> {
     for name in drop {
         let known = CONTAINER_FAMILIES.iter().any(|f| f.name == name)
             || MACHINE_FAMILIES.iter().any(|f| f.name == name)
-            || VERSION_INFO.0 == name;
+            || VERSION_INFO.name == name;
         if !known {
             return Err(format!("drop_metrics: unknown metric family {name:?}"));
         }
@@ -87,18 +87,27 @@ pub fn count_series(sample: &ContainerSample, mask: &FamilyMask) -> usize {
     out.count
 }
 
-pub struct Family {
+/// One metric family podstat writes: container families (the default `E`), machine families
+/// (`E` = [`MachineValue`]) and self-metrics (`E` = `()`, written by hand in selfmetrics.rs)
+/// share this shape, and the docs' metric table is made from all three lists.
+pub struct Family<E = ContainerEmit> {
     pub name: &'static str,
     pub kind: MetricType,
-    /// The config switch (`[collectors]`) that produces it; `spec` is always on.
+    /// The config switch (`[collectors]`) that produces it; `spec` is always on; `machine` and
+    /// `self` for the others.
     pub group: &'static str,
-    /// Extra labels beyond `container,id,image,name,namespace,pod`.
+    /// Extra labels (for container families: beyond `container,id,image,name,namespace,pod`).
     pub labels: &'static str,
     pub help: &'static str,
     /// cgroup v1 and v2 source, for the docs.
     pub source: &'static str,
-    pub emit: fn(&ContainerSample, &mut Out),
+    pub emit: E,
 }
+
+/// Writes a container family's samples of one cgroup.
+pub type ContainerEmit = fn(&ContainerSample, &mut Out);
+/// A machine family's one value, when the machine figure was read.
+pub type MachineValue = fn(&MachineStats) -> Option<f64>;
 
 fn s(sample: &ContainerSample) -> &ContainerStats {
     &sample.stats
@@ -490,42 +499,44 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
 
 /// A host-level family: no container labels; the host's `boot_id`, `machine_id` and
 /// `system_uuid` on each sample, as the kubelet's cAdvisor writes them.
-pub struct MachineFamily {
-    pub name: &'static str,
-    pub kind: MetricType,
-    pub help: &'static str,
-    pub value: fn(&MachineStats) -> Option<f64>,
-}
+/// The labels of every machine family (no container labels).
+const MACHINE_LABELS: &str = "boot_id, machine_id, system_uuid";
 
 /// Host-level families, sorted by name.
-pub const MACHINE_FAMILIES: &[MachineFamily] = &[
-    MachineFamily { name: "machine_cpu_cores", kind: Gauge,
+pub const MACHINE_FAMILIES: &[Family<MachineValue>] = &[
+    Family { name: "machine_cpu_cores", kind: Gauge, group: "machine", labels: MACHINE_LABELS, source: "",
         help: "Logical CPUs of the machine (/proc/cpuinfo processor lines).",
-        value: |m| m.cpu.map(|c| c.logical as f64) },
-    MachineFamily { name: "machine_cpu_physical_cores", kind: Gauge,
+        emit: |m| m.cpu.map(|c| c.logical as f64) },
+    Family { name: "machine_cpu_physical_cores", kind: Gauge, group: "machine", labels: MACHINE_LABELS, source: "",
         help: "Physical cores of the machine (distinct physical id and core id in /proc/cpuinfo; one per CPU where it has none).",
-        value: |m| m.cpu.map(|c| c.cores as f64) },
-    MachineFamily { name: "machine_cpu_sockets", kind: Gauge,
+        emit: |m| m.cpu.map(|c| c.cores as f64) },
+    Family { name: "machine_cpu_sockets", kind: Gauge, group: "machine", labels: MACHINE_LABELS, source: "",
         help: "CPU sockets of the machine (distinct physical id in /proc/cpuinfo; 1 where it has none).",
-        value: |m| m.cpu.map(|c| c.sockets as f64) },
-    MachineFamily { name: "machine_memory_bytes", kind: Gauge,
+        emit: |m| m.cpu.map(|c| c.sockets as f64) },
+    Family { name: "machine_memory_bytes", kind: Gauge, group: "machine", labels: MACHINE_LABELS, source: "",
         help: "Memory of the machine, in bytes (MemTotal).",
-        value: |m| m.memory_bytes.map(|v| v as f64) },
-    MachineFamily { name: "machine_scrape_error", kind: Gauge,
+        emit: |m| m.memory_bytes.map(|v| v as f64) },
+    Family { name: "machine_scrape_error", kind: Gauge, group: "machine", labels: MACHINE_LABELS, source: "",
         help: "1 if a machine figure could not be read in this collection, else 0.",
-        value: |m| Some(if m.failed { 1.0 } else { 0.0 }) },
-    MachineFamily { name: "machine_swap_bytes", kind: Gauge,
+        emit: |m| Some(if m.failed { 1.0 } else { 0.0 }) },
+    Family { name: "machine_swap_bytes", kind: Gauge, group: "machine", labels: MACHINE_LABELS, source: "",
         help: "Swap of the machine, in bytes (SwapTotal).",
-        value: |m| m.swap_bytes.map(|v| v as f64) },
+        emit: |m| m.swap_bytes.map(|v| v as f64) },
 ];
 
 /// cAdvisor's version family, with the kubelet's labels: the host's kernel (`osrelease`) and OS
 /// (`os-release` PRETTY_NAME); the cAdvisor and Docker fields empty, as the kubelet leaves them
 /// on containerd nodes.
-pub const VERSION_INFO: (&str, &str) = (
-    "cadvisor_version_info",
-    "Always 1; kernelVersion and osVersion tell the host's kernel and OS (cAdvisor compatible).",
-);
+pub const VERSION_INFO: Family<()> = Family {
+    name: "cadvisor_version_info",
+    kind: Gauge,
+    group: "machine",
+    labels: "cadvisorRevision, cadvisorVersion, dockerVersion, kernelVersion, osVersion",
+    help:
+        "Always 1; kernelVersion and osVersion tell the host's kernel and OS (cAdvisor compatible).",
+    source: "",
+    emit: (),
+};
 
 /// Where a streamed encoding stopped: the family and the sample to continue from.
 #[derive(Debug, Default, Clone, Copy)]
@@ -668,20 +679,30 @@ pub fn markdown_table() -> String {
     }
     for f in MACHINE_FAMILIES {
         out.push_str(&format!(
-            "| `{}` | {} | boot_id, machine_id, system_uuid (no container labels) | machine | {} |\n",
+            "| `{}` | {} | {} (no container labels) | {} | {} |\n",
             f.name,
             f.kind.as_str(),
+            f.labels,
+            f.group,
             f.help
         ));
     }
+    let v = VERSION_INFO;
     out.push_str(&format!(
-        "| `{}` | gauge | cadvisorRevision, cadvisorVersion, dockerVersion, kernelVersion, osVersion | machine | {} |\n",
-        VERSION_INFO.0, VERSION_INFO.1
+        "| `{}` | {} | {} | {} | {} |\n",
+        v.name,
+        v.kind.as_str(),
+        v.labels,
+        v.group,
+        v.help
     ));
-    for (name, kind, _, help) in super::selfmetrics::SELF_FAMILIES {
+    for f in super::selfmetrics::SELF_FAMILIES {
         out.push_str(&format!(
-            "| `{name}` | {} | see help | self | {help} |\n",
-            kind.as_str()
+            "| `{}` | {} | see help | {} | {} |\n",
+            f.name,
+            f.kind.as_str(),
+            f.group,
+            f.help
         ));
     }
     out

@@ -3,54 +3,85 @@
 //! few dozen lines, and one writer keeps the body in one format with one set of escaping rules.
 
 use super::encode::{Encoder, MetricType};
-use super::names::{MACHINE_FAMILIES, VERSION_INFO};
+use super::names::{Family, MACHINE_FAMILIES, VERSION_INFO};
 use crate::discovery::CgroupKind;
 use crate::meta::MetaHealth;
 use crate::snapshot::{ErrorCounts, Snapshot};
 
 use MetricType::{Counter, Gauge};
 
-/// (name, type, labels, help) of every self-metric, for the encoder and the docs.
-pub const SELF_FAMILIES: &[(&str, MetricType, &str, &str)] = &[
-    ("container_scrape_error", Gauge, "", "1 if discovering cgroups failed during this collection, else 0 (cAdvisor compatible)."),
-    ("podstat_build_info", Gauge, "version, cgroup_mode", "Always 1; labels tell the podstat version and the host's cgroup mode."),
-    ("podstat_cgroups_dropped", Gauge, "", "Cgroups left out of the last collection by the series budget ([limits] max_series)."),
-    ("podstat_cgroups_filtered", Gauge, "", "Cgroups left out of the last collection by [filters]."),
-    ("podstat_collections_total", Counter, "", "Collections run since start (scrapes within min_collect_interval_ms share one)."),
-    ("podstat_collector_duration_seconds", Gauge, "collector", "Time each collector spent in the last collection, in seconds."),
-    ("podstat_collector_success", Gauge, "collector", "1 if the collector read every available file without error in the last collection."),
-    ("podstat_containers_discovered", Gauge, "kind", "Cgroups reported in the last collection, by kind (root, qos, pod, container, raw)."),
-    ("podstat_discovery_dirs_listed", Gauge, "", "Cgroup directories listed by the last collection's walk; the others had no cgroup created, removed or renamed in them since their last listing ([discovery] watch)."),
-    ("podstat_discovery_watches", Gauge, "", "Cgroup directories watched with inotify for created and removed cgroups; 0 when [discovery] watch is off."),
-    ("podstat_files_read", Gauge, "", "Files opened by the last collection (reads through kept descriptors are not counted)."),
-    ("podstat_http_connections", Gauge, "", "HTTP connections open now."),
-    ("podstat_http_connections_closed_total", Counter, "reason", "HTTP connections closed by podstat: evicted (made room for a newer one at [server] max_connections), refused (none idle to evict), idle_timeout, header_timeout, slow_client."),
-    ("podstat_http_connections_limit", Gauge, "", "Most HTTP connections open at once ([server] max_connections)."),
-    ("podstat_http_connections_total", Counter, "", "HTTP connections accepted since start."),
-    ("podstat_http_tls_handshake_failures_total", Counter, "", "TLS handshakes that failed (wrong, expired or missing client certificate, protocol errors)."),
-    ("podstat_http_unauthorized_total", Counter, "", "Requests refused with 401 (missing or wrong basic-auth credentials)."),
-    ("podstat_kept_descriptors", Gauge, "", "Cgroup file descriptors kept open between collections."),
-    ("podstat_kept_descriptors_limit", Gauge, "", "Most cgroup file descriptors podstat keeps open ([reader] max_open_files: by default what fits in podstat's memory limit, within RLIMIT_NOFILE); 0 when keep_files_open is off."),
-    ("podstat_label_values_truncated_total", Counter, "", "Label values cut to [limits] max_label_value_length (counted when a cgroup's labels are rendered)."),
-    ("podstat_metadata_age_seconds", Gauge, "", "Age of the pod metadata served (since the last successful fetch); absent before the first. Only with a metadata source."),
-    ("podstat_metadata_errors_total", Counter, "kind", "Failed metadata fetches by kind: connect, timeout, http, too_large, decode, token, tls."),
-    ("podstat_metadata_fetches_total", Counter, "", "Metadata fetches, successful or not."),
-    ("podstat_metadata_last_success_timestamp_seconds", Gauge, "", "Unix time of the last successful metadata fetch; absent before the first."),
-    ("podstat_metadata_pods", Gauge, "", "Pods in the metadata served."),
-    ("podstat_metadata_refresh_requests_total", Counter, "", "Early metadata fetches asked for because a cgroup of an unknown pod or container appeared."),
-    ("podstat_metadata_up", Gauge, "", "1 if the last metadata fetch succeeded."),
-    ("podstat_read_errors_total", Counter, "kind", "Errors while reading cgroup and proc files: parse (unexpected content), io, vanished (cgroup removed mid-read)."),
-    ("podstat_scrape_duration_seconds", Gauge, "", "Duration of the last collection, in seconds."),
-    ("podstat_series", Gauge, "", "Container series in the last collection (after filters and budget)."),
-    ("podstat_series_dropped_total", Counter, "reason", "Container series left out by the series budget (reason=\"max_series\"), summed over collections."),
+/// Every self-metric (its help and type for the encoder, and the docs).
+pub const SELF_FAMILIES: &[Family<()>] = &[
+    Family { name: "container_scrape_error", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "1 if discovering cgroups failed during this collection, else 0 (cAdvisor compatible)." },
+    Family { name: "podstat_build_info", kind: Gauge, group: "self", labels: "version, cgroup_mode", source: "", emit: (),
+        help: "Always 1; labels tell the podstat version and the host's cgroup mode." },
+    Family { name: "podstat_cgroups_dropped", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Cgroups left out of the last collection by the series budget ([limits] max_series)." },
+    Family { name: "podstat_cgroups_filtered", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Cgroups left out of the last collection by [filters]." },
+    Family { name: "podstat_collections_total", kind: Counter, group: "self", labels: "", source: "", emit: (),
+        help: "Collections run since start (scrapes within min_collect_interval_ms share one)." },
+    Family { name: "podstat_collector_duration_seconds", kind: Gauge, group: "self", labels: "collector", source: "", emit: (),
+        help: "Time each collector spent in the last collection, in seconds." },
+    Family { name: "podstat_collector_success", kind: Gauge, group: "self", labels: "collector", source: "", emit: (),
+        help: "1 if the collector read every available file without error in the last collection." },
+    Family { name: "podstat_containers_discovered", kind: Gauge, group: "self", labels: "kind", source: "", emit: (),
+        help: "Cgroups reported in the last collection, by kind (root, qos, pod, container, raw)." },
+    Family { name: "podstat_discovery_dirs_listed", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Cgroup directories listed by the last collection's walk; the others had no cgroup created, removed or renamed in them since their last listing ([discovery] watch)." },
+    Family { name: "podstat_discovery_watches", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Cgroup directories watched with inotify for created and removed cgroups; 0 when [discovery] watch is off." },
+    Family { name: "podstat_files_read", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Files opened by the last collection (reads through kept descriptors are not counted)." },
+    Family { name: "podstat_http_connections", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "HTTP connections open now." },
+    Family { name: "podstat_http_connections_closed_total", kind: Counter, group: "self", labels: "reason", source: "", emit: (),
+        help: "HTTP connections closed by podstat: evicted (made room for a newer one at [server] max_connections), refused (none idle to evict), idle_timeout, header_timeout, slow_client." },
+    Family { name: "podstat_http_connections_limit", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Most HTTP connections open at once ([server] max_connections)." },
+    Family { name: "podstat_http_connections_total", kind: Counter, group: "self", labels: "", source: "", emit: (),
+        help: "HTTP connections accepted since start." },
+    Family { name: "podstat_http_tls_handshake_failures_total", kind: Counter, group: "self", labels: "", source: "", emit: (),
+        help: "TLS handshakes that failed (wrong, expired or missing client certificate, protocol errors)." },
+    Family { name: "podstat_http_unauthorized_total", kind: Counter, group: "self", labels: "", source: "", emit: (),
+        help: "Requests refused with 401 (missing or wrong basic-auth credentials)." },
+    Family { name: "podstat_kept_descriptors", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Cgroup file descriptors kept open between collections." },
+    Family { name: "podstat_kept_descriptors_limit", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Most cgroup file descriptors podstat keeps open ([reader] max_open_files: by default what fits in podstat's memory limit, within RLIMIT_NOFILE); 0 when keep_files_open is off." },
+    Family { name: "podstat_label_values_truncated_total", kind: Counter, group: "self", labels: "", source: "", emit: (),
+        help: "Label values cut to [limits] max_label_value_length (counted when a cgroup's labels are rendered)." },
+    Family { name: "podstat_metadata_age_seconds", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Age of the pod metadata served (since the last successful fetch); absent before the first. Only with a metadata source." },
+    Family { name: "podstat_metadata_errors_total", kind: Counter, group: "self", labels: "kind", source: "", emit: (),
+        help: "Failed metadata fetches by kind: connect, timeout, http, too_large, decode, token, tls." },
+    Family { name: "podstat_metadata_fetches_total", kind: Counter, group: "self", labels: "", source: "", emit: (),
+        help: "Metadata fetches, successful or not." },
+    Family { name: "podstat_metadata_last_success_timestamp_seconds", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Unix time of the last successful metadata fetch; absent before the first." },
+    Family { name: "podstat_metadata_pods", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Pods in the metadata served." },
+    Family { name: "podstat_metadata_refresh_requests_total", kind: Counter, group: "self", labels: "", source: "", emit: (),
+        help: "Early metadata fetches asked for because a cgroup of an unknown pod or container appeared." },
+    Family { name: "podstat_metadata_up", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "1 if the last metadata fetch succeeded." },
+    Family { name: "podstat_read_errors_total", kind: Counter, group: "self", labels: "kind", source: "", emit: (),
+        help: "Errors while reading cgroup and proc files: parse (unexpected content), io, vanished (cgroup removed mid-read)." },
+    Family { name: "podstat_scrape_duration_seconds", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Duration of the last collection, in seconds." },
+    Family { name: "podstat_series", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Container series in the last collection (after filters and budget)." },
+    Family { name: "podstat_series_dropped_total", kind: Counter, group: "self", labels: "reason", source: "", emit: (),
+        help: "Container series left out by the series budget (reason=\"max_series\"), summed over collections." },
 ];
 
 fn help(name: &str) -> (&'static str, MetricType) {
-    let found = SELF_FAMILIES.iter().find(|f| f.0 == name);
+    let found = SELF_FAMILIES.iter().find(|f| f.name == name);
     // Every family written here must be in the table (its help and type, and the docs made
     // from it); a missing one fails every test that encodes the self-metrics.
     debug_assert!(found.is_some(), "{name} is not in SELF_FAMILIES");
-    found.map_or(("", Gauge), |f| (f.3, f.1))
+    found.map_or(("", Gauge), |f| (f.help, f.kind))
 }
 
 fn family(enc: &mut Encoder, name: &'static str) {
@@ -100,12 +131,12 @@ pub fn encode_machine(enc: &mut Encoder, snapshot: &Snapshot, drop: &[String]) {
         if drop.iter().any(|d| d == family.name) {
             continue;
         }
-        if let Some(v) = (family.value)(m) {
+        if let Some(v) = (family.emit)(m) {
             enc.header(family.name, family.help, family.kind);
             enc.sample(family.name, "", &labels, v);
         }
     }
-    let (name, help) = VERSION_INFO;
+    let (name, help) = (VERSION_INFO.name, VERSION_INFO.help);
     if !drop.iter().any(|d| d == name) {
         enc.header(name, help, Gauge);
         enc.sample(

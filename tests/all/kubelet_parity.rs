@@ -208,7 +208,7 @@ fn every_family_of_the_kubelets_endpoint_is_written_with_its_labels() {
                         "{metrics}: {name} has {label}"
                     );
                 }
-            } else if name == VERSION_INFO.0 {
+            } else if name == VERSION_INFO.name {
                 let want: BTreeSet<String> = [
                     "cadvisorRevision",
                     "cadvisorVersion",

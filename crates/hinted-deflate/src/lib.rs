@@ -25,9 +25,9 @@
 //! checks exactly that against flate2's decoder.
 //!
 //! Cost: `cargo bench -p hinted-deflate` (an exposition of 40 families with random IDs, 64 KiB
-//! chunks, carried state) against flate2 with zlib-rs at level 1, on a 2-core VM: 100
-//! containers (1.4 MiB) 1.1 vs 4.3 ms, 264 vs 400 KiB out; 1000 containers (13.8 MiB) 13.2 vs
-//! 42.9 ms, 2.5 vs 3.9 MiB out.
+//! chunks, carried state) against flate2 with zlib-rs at level 1, on a quiet 2-core VM: 100
+//! containers (1.4 MiB) 0.7 vs 3.4 ms, 264 vs 400 KiB out; 1000 containers (13.8 MiB) 8–12 vs
+//! 35 ms, 2.5 vs 3.9 MiB out (README.md).
 
 /// Where the parts of one series line are, as offsets into the chunk passed to
 /// [`HintedGzip::push`]: `start` ≤ `prefix_start` ≤ `prefix_end` ≤ `value_start`.

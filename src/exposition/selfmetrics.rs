@@ -95,6 +95,19 @@ fn single(enc: &mut Encoder, name: &'static str, labels: &[(&str, &str)], value:
     enc.sample(name, "", labels, value);
 }
 
+/// A family with one sample per value of one label.
+fn labelled<'a>(
+    enc: &mut Encoder,
+    name: &'static str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, f64)>,
+) {
+    family(enc, name);
+    for (value, n) in samples {
+        enc.sample(name, "", &[(label, value)], n);
+    }
+}
+
 /// Running totals kept across collections.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Totals {
@@ -203,14 +216,17 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
         totals.labels_truncated as f64,
     );
 
-    family(enc, "podstat_read_errors_total");
-    for (kind, n) in [
-        ("parse", totals.errors.parse),
-        ("io", totals.errors.io),
-        ("vanished", totals.errors.vanished),
-    ] {
-        enc.sample("podstat_read_errors_total", "", &[("kind", kind)], n as f64);
-    }
+    let errors = &totals.errors;
+    labelled(
+        enc,
+        "podstat_read_errors_total",
+        "kind",
+        [
+            ("parse", errors.parse as f64),
+            ("io", errors.io as f64),
+            ("vanished", errors.vanished as f64),
+        ],
+    );
 
     single(
         enc,
@@ -229,24 +245,20 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
 
 /// `podstat_collector_duration_seconds` and `podstat_collector_success`, per collector.
 fn encode_collector_runs(enc: &mut Encoder, snapshot: &Snapshot) {
-    family(enc, "podstat_collector_duration_seconds");
-    for run in &snapshot.collectors {
-        enc.sample(
-            "podstat_collector_duration_seconds",
-            "",
-            &[("collector", run.name)],
-            run.duration.as_secs_f64(),
-        );
-    }
-    family(enc, "podstat_collector_success");
-    for run in &snapshot.collectors {
-        enc.sample(
-            "podstat_collector_success",
-            "",
-            &[("collector", run.name)],
-            if run.success { 1.0 } else { 0.0 },
-        );
-    }
+    let runs = &snapshot.collectors;
+    labelled(
+        enc,
+        "podstat_collector_duration_seconds",
+        "collector",
+        runs.iter().map(|r| (r.name, r.duration.as_secs_f64())),
+    );
+    labelled(
+        enc,
+        "podstat_collector_success",
+        "collector",
+        runs.iter()
+            .map(|r| (r.name, if r.success { 1.0 } else { 0.0 })),
+    );
 }
 
 /// Rows dropped, filtered and reported by kind, and what the walk listed and watched.
@@ -264,7 +276,6 @@ fn encode_rows_and_walk(enc: &mut Encoder, snapshot: &Snapshot) {
         snapshot.filtered as f64,
     );
 
-    family(enc, "podstat_containers_discovered");
     let mut counts = [0u64; 5];
     for c in &snapshot.containers {
         let i = match c.target.kind {
@@ -276,17 +287,14 @@ fn encode_rows_and_walk(enc: &mut Encoder, snapshot: &Snapshot) {
         };
         counts[i] += 1;
     }
-    for (kind, n) in ["root", "qos", "pod", "container", "raw"]
-        .iter()
-        .zip(counts)
-    {
-        enc.sample(
-            "podstat_containers_discovered",
-            "",
-            &[("kind", kind)],
-            n as f64,
-        );
-    }
+    labelled(
+        enc,
+        "podstat_containers_discovered",
+        "kind",
+        ["root", "qos", "pod", "container", "raw"]
+            .into_iter()
+            .zip(counts.map(|n| n as f64)),
+    );
 
     single(
         enc,
@@ -323,15 +331,12 @@ pub trait HttpStatsSource: Send + Sync {
 /// The `podstat_http_*` families (only when serving HTTP).
 pub fn encode_http(enc: &mut Encoder, s: &HttpStats) {
     single(enc, "podstat_http_connections", &[], s.open as f64);
-    family(enc, "podstat_http_connections_closed_total");
-    for (why, n) in s.closed {
-        enc.sample(
-            "podstat_http_connections_closed_total",
-            "",
-            &[("reason", why)],
-            n as f64,
-        );
-    }
+    labelled(
+        enc,
+        "podstat_http_connections_closed_total",
+        "reason",
+        s.closed.map(|(why, n)| (why, n as f64)),
+    );
     single(enc, "podstat_http_connections_limit", &[], s.limit as f64);
     single(
         enc,
@@ -363,16 +368,14 @@ pub fn encode_metadata(enc: &mut Encoder, h: &MetaHealth) {
             at.elapsed().as_secs_f64(),
         );
     }
-    family(enc, "podstat_metadata_errors_total");
-    for kind in METADATA_ERROR_KINDS {
-        let n = h.errors.get(kind).copied().unwrap_or(0);
-        enc.sample(
-            "podstat_metadata_errors_total",
-            "",
-            &[("kind", kind)],
-            n as f64,
-        );
-    }
+    labelled(
+        enc,
+        "podstat_metadata_errors_total",
+        "kind",
+        METADATA_ERROR_KINDS
+            .iter()
+            .map(|kind| (*kind, h.errors.get(kind).copied().unwrap_or(0) as f64)),
+    );
     single(enc, "podstat_metadata_fetches_total", &[], h.fetches as f64);
     if let Some((_, wall)) = h.last_success {
         let unix = wall

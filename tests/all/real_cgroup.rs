@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{
-    hierarchies, is_root, move_into, run, sample_value, skip_unless, unique, which, CgroupGuard,
-    ChildGuard, NetnsGuard,
+    hierarchies, is_root, move_into, sample_value, skip_unless, unique, veth_pair, which,
+    CgroupGuard, ChildGuard, NetnsGuard,
 };
 
 const POD_UID: &str = "0f1e2d3c-4b5a-4968-8778-695a4b3c2d1e";
@@ -96,50 +96,13 @@ fn real_cgroups_agree_with_the_kernel() {
     // Network: the pod's namespace and a peer namespace joined by a veth pair.
     let pod_ns = NetnsGuard::new(&unique("pstp"));
     let peer_ns = NetnsGuard::new(&unique("pstq"));
-    let veth = unique("pv");
-    run(
-        "ip",
-        &[
-            "-n",
-            &pod_ns.name,
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &veth,
-            "netns",
-            &peer_ns.name,
-        ],
+    veth_pair(
+        &pod_ns,
+        &peer_ns,
+        &unique("pv"),
+        "169.254.77.2/30",
+        "169.254.77.1/30",
     );
-    run(
-        "ip",
-        &[
-            "-n",
-            &pod_ns.name,
-            "addr",
-            "add",
-            "169.254.77.2/30",
-            "dev",
-            "eth0",
-        ],
-    );
-    run(
-        "ip",
-        &[
-            "-n",
-            &peer_ns.name,
-            "addr",
-            "add",
-            "169.254.77.1/30",
-            "dev",
-            &veth,
-        ],
-    );
-    run("ip", &["-n", &pod_ns.name, "link", "set", "eth0", "up"]);
-    run("ip", &["-n", &peer_ns.name, "link", "set", &veth, "up"]);
 
     // Processes: a sandbox in the pod netns, a CPU burner, a memory holder.
     let sandbox = ChildGuard(

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::image::run as podman_run;
 use crate::support::{
-    is_root, run, sample_value, skip_unless, unique, wait_for, which, NetnsGuard,
+    is_root, run, sample_value, skip_unless, unique, veth_pair, wait_for, which, NetnsGuard,
 };
 
 /// The test's image, removed (by its unique name) on drop.
@@ -195,56 +195,19 @@ fn containers_of_a_real_runtime_agree_with_the_kernel_and_the_runtime() {
     // The container's network: a namespace of ours joined to a peer by a veth pair.
     let pod_ns = NetnsGuard::new(&unique("pstr"));
     let peer_ns = NetnsGuard::new(&unique("pstrq"));
-    let veth = unique("pr");
-    run(
-        "ip",
-        &[
-            "-n",
-            &pod_ns.name,
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &veth,
-            "netns",
-            &peer_ns.name,
-        ],
-    );
     // No IPv6: its router and neighbour solicitations would count on eth0 between the reads.
     for ns in [&pod_ns.name, &peer_ns.name] {
         run("ip", &["netns", "exec", ns, "sh", "-c",
             "echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6"]);
     }
-    run(
-        "ip",
-        &[
-            "-n",
-            &pod_ns.name,
-            "addr",
-            "add",
-            "169.254.78.2/30",
-            "dev",
-            "eth0",
-        ],
+    veth_pair(
+        &pod_ns,
+        &peer_ns,
+        &unique("pr"),
+        "169.254.78.2/30",
+        "169.254.78.1/30",
     );
-    run(
-        "ip",
-        &[
-            "-n",
-            &peer_ns.name,
-            "addr",
-            "add",
-            "169.254.78.1/30",
-            "dev",
-            &veth,
-        ],
-    );
-    run("ip", &["-n", &pod_ns.name, "link", "set", "eth0", "up"]);
     run("ip", &["-n", &pod_ns.name, "link", "set", "lo", "up"]);
-    run("ip", &["-n", &peer_ns.name, "link", "set", &veth, "up"]);
 
     // IO goes to a directory on the host's disk (not a tmpfs), written with O_DIRECT.
     let data = tempfile::tempdir_in("/var/tmp").expect("a directory on disk");

@@ -112,6 +112,32 @@ impl Drop for NetnsGuard {
     }
 }
 
+/// Joins two namespaces of the test by a veth pair: `eth0` in `pod` with `pod_addr`, `peer_if`
+/// in `peer` with `peer_addr` (CIDR), both up.
+pub fn veth_pair(
+    pod: &NetnsGuard,
+    peer: &NetnsGuard,
+    peer_if: &str,
+    pod_addr: &str,
+    peer_addr: &str,
+) {
+    let link = ["-n", &pod.name, "link", "add", "eth0", "type", "veth"];
+    run(
+        "ip",
+        &[&link[..], &["peer", "name", peer_if, "netns", &peer.name]].concat(),
+    );
+    run(
+        "ip",
+        &["-n", &pod.name, "addr", "add", pod_addr, "dev", "eth0"],
+    );
+    run(
+        "ip",
+        &["-n", &peer.name, "addr", "add", peer_addr, "dev", peer_if],
+    );
+    run("ip", &["-n", &pod.name, "link", "set", "eth0", "up"]);
+    run("ip", &["-n", &peer.name, "link", "set", peer_if, "up"]);
+}
+
 pub fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)
         .args(args)

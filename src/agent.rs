@@ -127,7 +127,7 @@ impl Rendered {
     /// The gzip form, compressed once per collection however many scrapers ask, from chunks
     /// as they are encoded so the plain text never exists whole. The encoder tells the gzip
     /// writer where each line's label prefix is, so it copies instead of searching
-    /// ([`crate::exposition::gzip`]).
+    /// (`hinted_deflate`, crates/hinted-deflate).
     pub fn gzipped(self: &Arc<Self>) -> Bytes {
         self.gzip
             .get_or_init(|| {

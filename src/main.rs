@@ -9,7 +9,7 @@ use clap::Parser;
 
 use podstat::agent::Agent;
 use podstat::cli::{Cli, Command};
-use podstat::config::{self, Config, MetadataSource};
+use podstat::config::{self, Config};
 use podstat::http::connections::{Connections, Limits};
 use podstat::http::delegated::DelegatedAuth;
 use podstat::http::server::Server;
@@ -86,11 +86,10 @@ fn main() -> ExitCode {
         cli.command,
         Some(Command::Once | Command::Cardinality { .. })
     ) {
-        // One collection: fetch the pod metadata first so the labels are filled.
-        if config.kubernetes.source != MetadataSource::None {
-            if let Err(e) = fetch_metadata_once(&agent, &config) {
-                tracing::warn!(error = %e, "no pod metadata; labels stay empty");
-            }
+        // One collection: fetch the pod metadata first so the labels are filled (the source
+        // decides; `none` fetches nothing).
+        if let Err(e) = fetch_metadata_once(&agent, &config) {
+            tracing::warn!(error = %e, "no pod metadata; labels stay empty");
         }
     }
     if let Some(Command::Cardinality { top, .. }) = cli.command {

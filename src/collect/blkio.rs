@@ -4,8 +4,7 @@
 //! scheduler), not cAdvisor's BFQ/CFQ-first chain: on blk-mq kernels those scheduler files only
 //! count IO that went through that scheduler.
 
-use super::Tracked;
-use super::{CollectorDef, Ctx, Vanished};
+use super::{CollectorDef, Ctx, Tracked, Vanished};
 use crate::discovery::CgroupMode;
 use crate::parse::blkio::{self, BlkioKind, DeviceIo};
 use crate::snapshot::{ContainerStats, DeviceStats};

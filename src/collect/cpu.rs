@@ -1,7 +1,6 @@
 //! CPU usage and CFS throttling: v2 `cpu.stat`; v1 `cpuacct.usage`, `cpuacct.stat`, `cpu.stat`.
 
-use super::Tracked;
-use super::{CollectorDef, Ctx, Vanished};
+use super::{CollectorDef, Ctx, Tracked, Vanished};
 use crate::discovery::CgroupMode;
 use crate::parse::{cpu, single_u64};
 use crate::snapshot::ContainerStats;

@@ -7,8 +7,7 @@
 //! descriptor (the kubelet's own cost driver, kubernetes#99183), which is why it has a switch
 //! (`[collectors] process_files`).
 
-use super::Tracked;
-use super::{CollectorDef, Ctx, Vanished};
+use super::{CollectorDef, Ctx, Tracked, Vanished};
 use crate::discovery::CgroupMode;
 use crate::parse::{pids, procfs};
 use crate::reader::{FdBudget, KeptNumbers};

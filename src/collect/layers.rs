@@ -22,8 +22,7 @@ use super::filesystem;
 use super::Ctx;
 use crate::discovery::{CgroupKind, Runtime};
 use crate::parse::procfs;
-use crate::snapshot::FsUsage;
-use crate::snapshot::{ContainerSample, FsStats};
+use crate::snapshot::{ContainerSample, FsStats, FsUsage};
 
 /// How often one layer is walked again.
 pub const WALK_PERIOD: Duration = Duration::from_secs(60);

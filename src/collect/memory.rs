@@ -1,7 +1,6 @@
 //! Memory usage, working set and `memory.stat` breakdown.
 
-use super::Tracked;
-use super::{CollectorDef, Ctx, Vanished};
+use super::{CollectorDef, Ctx, Tracked, Vanished};
 use crate::discovery::{CgroupKind, CgroupMode};
 use crate::parse::{memory, single_u64};
 use crate::snapshot::ContainerStats;

@@ -2,8 +2,7 @@
 //! the kernel keeps the count per cgroup, so it survives podstat restarts and needs no
 //! privileged device.
 
-use super::Tracked;
-use super::{CollectorDef, Ctx, Vanished};
+use super::{CollectorDef, Ctx, Tracked, Vanished};
 use crate::discovery::CgroupMode;
 use crate::parse::memory;
 use crate::snapshot::ContainerStats;

@@ -1,8 +1,7 @@
 //! Pressure stall information per cgroup. Available on v2, and on hybrid hosts through the
 //! `unified` hierarchy (cAdvisor reports none there).
 
-use super::Tracked;
-use super::{CollectorDef, Ctx, Vanished};
+use super::{CollectorDef, Ctx, Tracked, Vanished};
 use crate::parse::psi;
 use crate::snapshot::ContainerStats;
 

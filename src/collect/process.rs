@@ -1,8 +1,7 @@
 //! Process and thread counts: `cgroup.procs` (this cgroup only, as cAdvisor counts) and
 //! `pids.current`/`pids.max` (hierarchical).
 
-use super::Tracked;
-use super::{CollectorDef, Ctx, Vanished};
+use super::{CollectorDef, Ctx, Tracked, Vanished};
 use crate::discovery::CgroupMode;
 use crate::parse::{cgroup_procs, max_or_u64, pids};
 use crate::snapshot::ContainerStats;

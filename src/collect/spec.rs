@@ -1,7 +1,6 @@
 //! Limits and weights (`container_spec_*`). Always on: dashboards divide usage by these.
 
-use super::Tracked;
-use super::{CollectorDef, Ctx, Vanished};
+use super::{CollectorDef, Ctx, Tracked, Vanished};
 use crate::discovery::{CgroupKind, CgroupMode, Target};
 use crate::parse::{cpu, max_or_u64, memory::limit_or_zero, single_i64, single_u64};
 use crate::snapshot::ContainerStats;

@@ -118,7 +118,6 @@ mod tests {
         let mut table = StateTable::default();
         table.begin_collection();
         let a = table.track(target("/a", 1));
-        *a.state.load.lock().expect("lock") = None;
         *a.state.resolved.lock().expect("lock") = Some(Arc::new(Resolved::default()));
         table.end_collection();
         table.begin_collection();

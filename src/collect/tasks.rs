@@ -15,8 +15,7 @@
 
 use std::time::Instant;
 
-use super::Tracked;
-use super::{CollectorDef, Ctx, Vanished};
+use super::{CollectorDef, Ctx, Tracked, Vanished};
 use crate::discovery::CgroupMode;
 use crate::parse::{pids, procfs};
 use crate::snapshot::{ContainerStats, TaskStates};

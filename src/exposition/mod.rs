@@ -1,5 +1,5 @@
-//! Exposition: the metric table, the text-format encoder, its gzip writer and the self-metrics.
-//! Pure rendering of a snapshot; it knows nothing of HTTP.
+//! Exposition: the metric table, the text-format encoder and the self-metrics. Pure rendering
+//! of a snapshot (its gzip writer is crates/hinted-deflate); it knows nothing of HTTP.
 
 pub mod cardinality;
 pub mod encode;

@@ -8,8 +8,9 @@
 //! | other cgroup of a known pod (the sandbox) | `""` (containerd) or `POD` (Docker, CRI-O) | `sandbox_image` | set |
 //! | root, QoS, raw, unknown pod | `""` | `""` | `""` |
 //!
-//! The rendered label string is cached on the target and rebuilt only when the index changes
-//! (its generation), so a steady node renders nothing per scrape.
+//! The rendered label string is cached in the engine's per-cgroup state (collect/state.rs) and
+//! rebuilt only when the index changes (its generation), so a steady node renders nothing per
+//! scrape.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

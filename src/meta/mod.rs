@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::LabelsConfig;
 use podlist::PodInfo;
 
-/// What the join needs of one pod. Shared by the pod's containers and its index entries.
 /// This node's name: `[kubernetes] node_name`, else the Downward API's NODE_NAME.
 pub fn node_name(cfg: &crate::config::KubernetesConfig) -> Option<String> {
     Some(cfg.node_name.clone())
@@ -29,6 +28,7 @@ pub fn node_name(cfg: &crate::config::KubernetesConfig) -> Option<String> {
         .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
 }
 
+/// What the join needs of one pod. Shared by the pod's containers and its index entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodMeta {
     pub name: String,

@@ -40,19 +40,27 @@ pub fn runtime_args() -> Vec<String> {
     args
 }
 
-pub fn run(args: &[&str]) -> Container {
+/// Runs podman with `args`, fails the test with its error output if it fails, and returns its
+/// standard output.
+pub fn podman(args: &[&str]) -> String {
     let out = Command::new("podman")
-        .args(["run", "--detach"])
-        .args(runtime_args())
         .args(args)
         .output()
-        .expect("podman run");
+        .expect("run podman");
     assert!(
         out.status.success(),
-        "podman run {args:?}: {}",
+        "podman {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Container(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn run(args: &[&str]) -> Container {
+    let runtime = runtime_args();
+    let mut all = vec!["run", "--detach"];
+    all.extend(runtime.iter().map(String::as_str));
+    all.extend_from_slice(args);
+    Container(podman(&all).trim().to_owned())
 }
 
 fn cpuacct_seconds(id: &str) -> Option<f64> {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::image::run as podman_run;
+use crate::image::{podman, run as podman_run};
 use crate::support::{
     is_root, run, sample_value, skip_unless, unique, veth_pair, wait_for, which, NetnsGuard,
 };
@@ -101,16 +101,7 @@ fn podman_stats(id: &str) -> HashMap<&'static str, f64> {
         .map(|f| format!("{{{{.ContainerStats.{f}}}}}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let out = Command::new("podman")
-        .args(["stats", "--no-stream", "--format", &format, id])
-        .output()
-        .expect("podman stats");
-    assert!(
-        out.status.success(),
-        "podman stats: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = podman(&["stats", "--no-stream", "--format", &format, id]);
     fields
         .into_iter()
         .zip(text.split_whitespace().map(number))
@@ -149,16 +140,7 @@ struct Paused(Vec<String>);
 
 impl Paused {
     fn new(ids: &[&str]) -> Paused {
-        let out = Command::new("podman")
-            .arg("pause")
-            .args(ids)
-            .output()
-            .expect("podman pause");
-        assert!(
-            out.status.success(),
-            "podman pause: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        podman(&[&["pause"], ids].concat());
         Paused(ids.iter().map(|id| id.to_string()).collect())
     }
 }

@@ -142,20 +142,17 @@ impl Copy {
         Some(total / 1e6)
     }
 
-    fn procs(&self, cgroup: &str) -> Vec<u32> {
-        self.cgroup_file(cgroup, "cgroup.procs")
+    /// The IDs listed in `cgroup.procs` or `cgroup.threads`.
+    fn ids(&self, cgroup: &str, file: &str) -> Vec<u32> {
+        self.cgroup_file(cgroup, file)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .collect()
     }
 
-    fn threads(&self, cgroup: &str) -> Vec<u32> {
-        self.cgroup_file(cgroup, "cgroup.threads")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+    fn procs(&self, cgroup: &str) -> Vec<u32> {
+        self.ids(cgroup, "cgroup.procs")
     }
 
     /// Per PID: (descriptors, of them sockets), from `ls -l /proc/[0-9]*/fd/`.
@@ -328,7 +325,7 @@ impl Kernel {
         let io = |key: &str| self.io_stat(id, s.label("device"), key).ok_or_else(missing);
         let procs = || c.procs(id);
         let threads_in = |state: &[char]| {
-            c.threads(id)
+            c.ids(id, "cgroup.threads")
                 .iter()
                 .filter(|t| {
                     self.thread_states

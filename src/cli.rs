@@ -63,7 +63,7 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         top: usize,
     },
-    /// Print the metric table (Markdown) that the README's metric list is generated from.
+    /// Print the metric table (Markdown) that docs/metrics.md is generated from.
     #[command(hide = true)]
     MetricsTable,
 }

@@ -1,5 +1,5 @@
 //! The single table of metric families podstat exposes: name, type, help, group and where the
-//! value comes from. The encoder, the README's metric list (`podstat metrics-table`) and the
+//! value comes from. The encoder, docs/metrics.md (`podstat metrics-table`) and the
 //! tests all read this table, so names cannot drift between code and docs.
 //!
 //! Names, types and label names follow cAdvisor as served by the kubelet's

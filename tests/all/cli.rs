@@ -143,12 +143,12 @@ fn once_prints_an_exposition_for_a_fixture_tree() {
 }
 
 #[test]
-fn readme_metric_table_is_generated_from_code() {
+fn docs_metric_table_is_generated_from_code() {
     let out = podstat(&["metrics-table"]);
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
+        .expect("docs/metrics.md");
     let start = readme
         .find("<!-- metrics-table:start -->\n")
         .expect("start marker")
@@ -159,7 +159,7 @@ fn readme_metric_table_is_generated_from_code() {
     assert_eq!(
         &readme[start..end],
         table,
-        "README metric list is stale: run `podstat metrics-table`"
+        "docs/metrics.md is stale: run `podstat metrics-table`"
     );
 }
 
@@ -234,8 +234,10 @@ fn sighup_reloads_the_filters_listener_and_web_config_and_keeps_the_running_conf
     std::fs::write(&config, server(&addr, "")).expect("write");
     let mut args = vec!["--config".to_string(), config.display().to_string()];
     args.extend(crate::support::fixture_node_args());
-    let mut podstat =
-        crate::support::start_podstat(&args.iter().map(String::as_str).collect::<Vec<_>>(), &addr);
+    let (mut podstat, log) = crate::support::start_podstat_logged(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &addr,
+    );
     let metrics = |addr: &str| {
         crate::support::http_get(addr, "/metrics", "")
             .map(|(status, _, body)| (status, String::from_utf8_lossy(&body).into_owned()))
@@ -260,8 +262,12 @@ fn sighup_reloads_the_filters_listener_and_web_config_and_keeps_the_running_conf
     assert!(dropped.is_some(), "the reloaded filter is not in force");
     // A broken file: logged, and the running config (with its filter) stays.
     std::fs::write(&config, "[filters]\ndrop_metrics = 42\n").expect("write");
+    let refused = log.count("config not reloaded");
     hangup(podstat.pid());
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        log.wait_for_more("config not reloaded", refused, Duration::from_secs(5)),
+        "podstat did not say that it refused the broken config"
+    );
     assert!(
         podstat.0.try_wait().expect("wait").is_none(),
         "podstat exited on SIGHUP"

@@ -12,8 +12,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::support::{
     exclusive, fixture_node_args, free_port, http_get, is_root, make_cgroups, move_into,
-    prometheus_as_root, rss_kib, sample_value, skip_unless, start_podstat, unique, wait_for,
-    ChildGuard,
+    prometheus_as_root, rss_kib, sample_value, skip_unless, start_podstat, start_podstat_logged,
+    unique, wait_for, ChildGuard, Log,
 };
 
 fn fixture_args(addr: &str) -> Vec<String> {
@@ -37,31 +37,31 @@ fn write_config_watching(dir: &Path, server_keys: &str, top: Option<&str>) -> St
     path.display().to_string()
 }
 
-/// Starts podstat and waits until its port takes connections (a TLS listener does not answer
-/// plain HTTP, so `start_podstat`'s wait cannot be used).
-fn start_raw(args: &[String], addr: &str) -> ChildGuard {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_podstat"))
+/// Starts podstat, keeping its log, and waits until its port takes connections (a TLS
+/// listener does not answer plain HTTP, so `start_podstat`'s wait cannot be used).
+fn start_raw(args: &[String], addr: &str) -> (ChildGuard, Log) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_podstat"))
         .args(args)
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start podstat");
+    let log = Log::follow(child.stderr.take().expect("stderr"));
     let guard = ChildGuard(child);
     wait_for(Duration::from_secs(20), || TcpStream::connect(addr).ok())
         .expect("podstat did not start listening");
-    guard
+    (guard, log)
 }
 
-/// podstat over the fixture node on a free port with `flag value`; `tls`: its port answers
-/// TLS only, so only a TCP connect is waited for.
-fn over_fixtures(flag: &str, value: &Path, tls: bool) -> (ChildGuard, String) {
+fn over_fixtures(flag: &str, value: &Path, tls: bool) -> (ChildGuard, String, Log) {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut args = fixture_args(&addr);
     args.extend([flag.to_string(), value.display().to_string()]);
-    let child = if tls {
+    let (child, log) = if tls {
         start_raw(&args, &addr)
     } else {
-        start_podstat(&args.iter().map(String::as_str).collect::<Vec<_>>(), &addr)
+        start_podstat_logged(&args.iter().map(String::as_str).collect::<Vec<_>>(), &addr)
     };
-    (child, addr)
+    (child, addr, log)
 }
 
 /// podstat reading this machine's cgroups with `config`, on `addr`.
@@ -582,7 +582,7 @@ fn tls_client_certificates_and_basic_auth_guard_the_metrics() {
         ),
     )
     .expect("write web config");
-    let (_podstat, addr) = over_fixtures("--web.config.file", &web, true);
+    let (_podstat, addr, log) = over_fixtures("--web.config.file", &web, true);
 
     let (good_cert, good_key) = client_ca.leaf(&["prometheus"], true, false);
     let (old_cert, old_key) = client_ca.leaf(&["prometheus"], true, true);
@@ -661,8 +661,18 @@ fn tls_client_certificates_and_basic_auth_guard_the_metrics() {
     );
 
     // A broken change is refused and the last good config kept.
+    let refused = log.count("web config not reloaded");
     std::fs::write(&web, "tls_server_config: [nonsense\n").expect("write");
-    std::thread::sleep(Duration::from_millis(1500));
+    // The files are looked at when a connection comes (at most once a second), so connect
+    // until podstat says it refused the change.
+    let noticed = wait_for(Duration::from_secs(5), || {
+        let _ = tls_get(&addr, &renewed_ca.ca_pem, good, "/healthz", "");
+        (log.count("web config not reloaded") > refused).then_some(())
+    });
+    assert!(
+        noticed.is_some(),
+        "podstat did not say that it refused the broken web config"
+    );
     let (status, body) = tls_get(&addr, &renewed_ca.ca_pem, good, "/metrics", &auth)
         .expect("still served with the last good config");
     assert!(status.contains(" 200 "), "{status}");
@@ -800,7 +810,7 @@ fn bearer_tokens_are_reviewed_by_the_api_server_and_failures_close_the_door() {
         ),
     )
     .expect("write");
-    let (_podstat, addr) = over_fixtures("--config", &config, false);
+    let (_podstat, addr, _log) = over_fixtures("--config", &config, false);
     let get = |headers: &str| {
         let (status, head, body) = http_get(&addr, "/metrics", headers).expect("metrics");
         (status, head, String::from_utf8_lossy(&body).into_owned())

@@ -17,6 +17,7 @@ mod listener;
 mod metadata;
 mod parse_fixtures;
 mod parse_props;
+mod parse_reference;
 mod real_cgroup;
 mod real_scale;
 mod runtime;

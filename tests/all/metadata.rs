@@ -806,6 +806,8 @@ fn apiserver_watch_lists_once_resumes_and_relists_on_gone() {
         state(&|s| s.lists == 2).then_some(())
     })
     .expect("re-list after 410");
+    // That no second re-list follows can only be seen by waiting: half a second is several
+    // of the source's retry gaps at this test's settings.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(agent.meta().health().pods, 3);
     assert!(
@@ -901,9 +903,12 @@ fn kubelet_client_setup_is_retried_until_the_ca_file_appears() {
     std::fs::remove_file(&node.ca).expect("remove ca");
     let agent = Agent::new(&config).expect("agent");
     let _loop = start_loop(&agent, &config);
-    std::thread::sleep(Duration::from_millis(1500));
-    let h = agent.meta().health();
-    assert!(h.last_success.is_none() && h.last_error.is_some(), "{h:?}");
+    let failed = wait_for(Duration::from_secs(5), || {
+        let h = agent.meta().health();
+        h.last_error.is_some().then_some(h)
+    });
+    let h = failed.expect("no error reported while the CA file is missing");
+    assert!(h.last_success.is_none(), "{h:?}");
     std::fs::write(&node.ca, ca).expect("restore ca");
     let listed = wait_for(Duration::from_secs(8), || {
         (agent.meta().health().pods == 3).then_some(())

@@ -125,8 +125,7 @@ fn real_cgroups_agree_with_the_kernel() {
             .spawn()
             .expect("memory holder"),
     );
-    // `ip netns exec` execs sleep in place: wait until the namespace switch happened.
-    std::thread::sleep(Duration::from_millis(300));
+    crate::support::wait_in_netns(sandbox.pid(), &pod_ns);
     move_into(
         &hierarchies,
         &format!("{pod_rel}/{SANDBOX_ID}"),

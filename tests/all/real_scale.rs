@@ -136,15 +136,7 @@ fn files_longer_than_a_read_are_counted_whole() {
     for child in &crowd {
         move_into(&hierarchies, &format!("{pod_rel}/{crowd_id}"), child.pid());
     }
-    // nsenter switches namespace, then execs sleep: wait for the switch.
-    let sandbox_ns = format!("/proc/{}/ns/net", sandbox.pid());
-    let netns_of_ns = std::fs::metadata(format!("/run/netns/{}", ns.name)).expect("netns");
-    crate::support::wait_for(Duration::from_secs(5), || {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(&sandbox_ns).ok()?;
-        (m.ino() == netns_of_ns.ino()).then_some(())
-    })
-    .expect("the sandbox entered its namespace");
+    crate::support::wait_in_netns(sandbox.pid(), &ns);
     move_into(
         &hierarchies,
         &format!("{pod_rel}/{sandbox_id}"),

@@ -218,12 +218,109 @@ pub fn start_podstat(args: &[&str], addr: &str) -> ChildGuard {
     guard
 }
 
-/// A free loopback port (bound then released; fine for tests that start a server right away).
+/// Waits until `pid` lives in the network namespace `ns` (`ip netns exec` and `nsenter` switch
+/// namespace, then exec their command: a process moved into a cgroup before the switch would
+/// be seen in the old namespace).
+pub fn wait_in_netns(pid: u32, ns: &NetnsGuard) {
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::metadata(format!("/run/netns/{}", ns.name)).expect("netns");
+    let inside = wait_for(Duration::from_secs(5), || {
+        let m = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
+        (m.dev() == target.dev() && m.ino() == target.ino()).then_some(())
+    });
+    assert!(
+        inside.is_some(),
+        "process {pid} never entered netns {}",
+        ns.name
+    );
+}
+
+/// A loopback port for a server the test is about to start. Bind-then-release alone races: the
+/// kernel hands ports of its ephemeral range (`net.ipv4.ip_local_port_range`) to outgoing
+/// connections of every process (Prometheus' scrapes, the tests' own clients), and the next
+/// test may draw the same one. So ports are taken below that range, where no outgoing
+/// connection is given one, from a counter shared by every test of this binary (started at an
+/// offset from the PID, so two test runs on one machine do not walk the same ports), and each is
+/// checked to be free before it is handed out.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|low| *low > LOWEST + 1_000)
+        .unwrap_or(32_768);
+    let span = ephemeral_low - LOWEST;
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOWEST + (offset + n) % span;
+        let port = u16::try_from(port).expect("port below 65536");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below {ephemeral_low}");
+}
+
+/// podstat's log lines (stderr), kept for tests that wait for what podstat says.
+#[derive(Clone, Default)]
+pub struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Log {
+    /// Copies `stderr` line by line into the log (and to this process's stderr, where a
+    /// failing test shows it) until it closes.
+    pub fn follow(stderr: std::process::ChildStderr) -> Log {
+        let log = Log::default();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("podstat: {line}");
+                lines
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line);
+            }
+        });
+        log
+    }
+
+    /// How many lines so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until more than `seen` lines contain `needle`.
+    pub fn wait_for_more(&self, needle: &str, seen: usize, timeout: Duration) -> bool {
+        wait_for(timeout, || (self.count(needle) > seen).then_some(())).is_some()
+    }
+}
+
+/// As `start_podstat`, keeping what podstat logs.
+pub fn start_podstat_logged(args: &[&str], addr: &str) -> (ChildGuard, Log) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podstat"))
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start podstat");
+    let log = Log::follow(child.stderr.take().expect("stderr"));
+    let guard = ChildGuard(child);
+    wait_for(Duration::from_secs(20), || {
+        http_get(addr, "/healthz", "").ok()
+    })
+    .expect("podstat did not start listening");
+    (guard, log)
 }
 
 /// The hierarchies to create the test's cgroups in (every v1 controller podstat reads, or the

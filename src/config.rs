@@ -252,6 +252,10 @@ pub struct ReaderConfig {
     pub keep_files_open: bool,
     #[serde(default = "defaults::max_open_files")]
     pub max_open_files: MaxOpenFiles,
+    #[serde(default = "defaults::watch_settled")]
+    pub watch_settled: bool,
+    #[serde(default = "defaults::settled_refresh")]
+    pub settled_refresh: HumanDuration,
 }
 
 /// `[reader] max_open_files`: "auto" or a number of descriptors.
@@ -670,6 +674,8 @@ defaults! {
     reader: ReaderConfig = reader;
     keep_files_open: bool = reader.keep_files_open;
     max_open_files: MaxOpenFiles = reader.max_open_files;
+    watch_settled: bool = reader.watch_settled;
+    settled_refresh: HumanDuration = reader.settled_refresh;
     collectors: CollectorsConfig = collectors;
     discovery: DiscoveryConfig = discovery;
     listen: SocketAddr = server.listen;

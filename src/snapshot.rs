@@ -163,6 +163,8 @@ pub struct Snapshot {
     pub files_read: u64,
     /// What discovery's walk listed and watched.
     pub walk: crate::discovery::WalkStats,
+    /// Directories watched for writes to their settled files (limits, weights).
+    pub settled_watches: u64,
     /// Descriptors kept open after this collection, and the most allowed.
     pub kept_descriptors: (usize, usize),
     /// Label values cut to the length limit while rendering labels in this collection.

@@ -284,7 +284,13 @@ impl Engine {
             mode,
             config.paths.proc_root.clone(),
             config.paths.sys_root.clone(),
-            Reader::new(budget),
+            Reader::new(budget).with_settled(
+                config
+                    .reader
+                    .watch_settled
+                    .then(|| crate::reader::Settled::new(config.reader.settled_refresh.0))
+                    .flatten(),
+            ),
         );
         // process_files runs after process (registry order) and takes its list of PIDs.
         ctx.keep_pids = config.collectors.process && config.collectors.process_files;
@@ -312,6 +318,8 @@ impl Engine {
     pub fn collect(&mut self, index: &MetaIndex, policy: &Policy) -> Snapshot {
         let started = Instant::now();
         let mut snapshot = Snapshot::default();
+        // Writes to limits since the last collection: their files are read again in this one.
+        self.ctx.reader.drain_settled();
         let targets = self.discover(&mut snapshot);
         let rows = self.join_and_filter(targets, index, policy, &mut snapshot);
         let states = self.collect_cgroups(rows, &mut snapshot);
@@ -337,6 +345,7 @@ impl Engine {
         snapshot.budget = policy.apply_budget(&mut snapshot.containers);
         snapshot.errors = std::mem::take(&mut self.ctx.errors);
         snapshot.files_read = self.ctx.reader.take_opens();
+        snapshot.settled_watches = self.ctx.reader.settled_watches() as u64;
         snapshot.kept_descriptors = self
             .ctx
             .reader

@@ -74,6 +74,8 @@ pub const SELF_FAMILIES: &[Family<()>] = &[
         help: "Container series in the last collection (after filters and budget)." },
     Family { name: "podstat_series_dropped_total", kind: Counter, group: "self", labels: "reason", source: "", emit: (),
         help: "Container series left out by the series budget (reason=\"max_series\"), summed over collections." },
+    Family { name: "podstat_settled_watches", kind: Gauge, group: "self", labels: "", source: "", emit: (),
+        help: "Cgroup files watched with inotify for writes (limits, weights, v2 memory.events), which are read again only after one ([reader] watch_settled); 0 when off." },
 ];
 
 fn help(name: &str) -> (&'static str, MetricType) {
@@ -240,6 +242,12 @@ pub fn encode_self(enc: &mut Encoder, snapshot: &Snapshot, totals: &Totals, cgro
         "podstat_series_dropped_total",
         &[("reason", "max_series")],
         totals.series_dropped as f64,
+    );
+    single(
+        enc,
+        "podstat_settled_watches",
+        &[],
+        snapshot.settled_watches as f64,
     );
 }
 

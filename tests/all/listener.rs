@@ -389,7 +389,7 @@ fn health_is_answered_while_a_long_collection_runs() {
     let _heavy = exclusive();
     let top = unique("podstat-slowcollect-");
     let rels: Vec<String> = std::iter::once(top.clone())
-        .chain((0..1500).map(|i| format!("{top}/c{i}")))
+        .chain((0..2000).map(|i| format!("{top}/c{i}")))
         .collect();
     let _cgroups = make_cgroups(&crate::support::hierarchies(), &rels);
     let dir = tempfile::tempdir().expect("tempdir");

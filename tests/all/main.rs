@@ -21,5 +21,6 @@ mod parse_reference;
 mod real_cgroup;
 mod real_scale;
 mod runtime;
+mod settled;
 mod support;
 mod vm_v2;

@@ -19,6 +19,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::config::MaxOpenFiles;
 
+pub mod settled;
+
+pub use settled::Settled;
+use settled::{FileWatch, Stamp};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// ENOENT: the file does not exist (controller off, old kernel) or its cgroup was removed;
@@ -239,6 +244,13 @@ enum Slot {
     Absent {
         skip: u32,
     },
+    /// A settled file (see [`settled`]): its content at the stamped read, served until its
+    /// directory is written to. No descriptor is kept for it.
+    Settled {
+        bytes: Box<[u8]>,
+        stamp: Stamp,
+        watch: FileWatch,
+    },
 }
 
 /// Reads skipped before an absent file is looked up again.
@@ -273,6 +285,13 @@ impl FileCache {
         self.slots.retain(|(_, d, _)| *d != key);
     }
 
+    /// The slot of `name` in the directory `dir_key`.
+    fn find(&self, dir_key: usize, name: &'static str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|(n, d, _)| *d == dir_key && (std::ptr::eq(*n, name) || *n == name))
+    }
+
     /// Descriptors this cache holds open.
     pub fn open_count(&self) -> usize {
         self.slots
@@ -289,6 +308,8 @@ pub struct Reader {
     /// Files opened since the last [`Reader::take_opens`], for self-metrics.
     opens: u64,
     budget: Option<FdBudget>,
+    /// Reads settled files only after a change (None: every file on every read).
+    settled: Option<Arc<Settled>>,
 }
 
 impl Default for Reader {
@@ -413,7 +434,27 @@ impl Reader {
             path: PathBuf::with_capacity(512),
             opens: 0,
             budget,
+            settled: None,
         }
+    }
+
+    /// Serves settled files (limits, weights, v2 `memory.events`) from what was read until
+    /// `settled` reports a write to their directory.
+    pub fn with_settled(mut self, settled: Option<Arc<Settled>>) -> Reader {
+        self.settled = settled;
+        self
+    }
+
+    /// Takes in the writes reported since the last call; run before each collection.
+    pub fn drain_settled(&self) {
+        if let Some(s) = &self.settled {
+            s.drain();
+        }
+    }
+
+    /// Directories watched for writes to their settled files.
+    pub fn settled_watches(&self) -> usize {
+        self.settled.as_ref().map_or(0, |s| s.watches())
     }
 
     fn set_path(&mut self, dir: &Path, name: &str) {
@@ -441,6 +482,11 @@ impl Reader {
         name: &'static str,
     ) -> Result<Option<&[u8]>, ReadError> {
         let dir_key = dir.as_os_str().as_encoded_bytes().as_ptr() as usize;
+        if let Some(settled) = self.settled.clone().filter(|_| settled::is_settled(name)) {
+            if self.settled_slot(&settled, cache, dir_key, dir, name) {
+                return self.read_settled(&settled, cache, dir_key, dir, name);
+            }
+        }
         // Names are literals: the same address almost always, so that is compared first.
         let is_it = |(n, d, _): &(&'static str, usize, Slot)| {
             *d == dir_key && (std::ptr::eq(*n, name) || *n == name)
@@ -475,7 +521,7 @@ impl Reader {
                     *skip -= 1;
                     return Ok(None);
                 }
-                Slot::Absent { .. } => {
+                Slot::Absent { .. } | Slot::Settled { .. } => {
                     cache.slots.swap_remove(i);
                 }
             }
@@ -502,6 +548,109 @@ impl Reader {
             cache.push(name, dir_key, Slot::Open(kept));
         }
         Ok(Some(&self.buf[..len]))
+    }
+
+    /// Whether `dir/name` is served through a settled slot: it has one, or it is absent, or a
+    /// watch could be added now (before its first read, so that no write is missed). False:
+    /// it could not be watched and is read like any other file.
+    fn settled_slot(
+        &mut self,
+        settled: &Arc<Settled>,
+        cache: &mut FileCache,
+        dir_key: usize,
+        dir: &Path,
+        name: &'static str,
+    ) -> bool {
+        if let Some(i) = cache.find(dir_key, name) {
+            match &cache.slots[i].2 {
+                Slot::Settled { watch, .. } if watch.is_dead() => {
+                    cache.slots.swap_remove(i);
+                }
+                Slot::Settled { .. } | Slot::Absent { skip: 1.. } => return true,
+                Slot::Open(_) => return false,
+                Slot::Absent { skip: 0 } => {
+                    cache.slots.swap_remove(i);
+                }
+            }
+        }
+        match settled.watch(dir, name) {
+            Ok(Some(watch)) => {
+                // Stamped as changed, so that the first read reads it.
+                let stamp = settled.stamp(&watch).changed();
+                let bytes = Box::default();
+                cache.push(
+                    name,
+                    dir_key,
+                    Slot::Settled {
+                        bytes,
+                        stamp,
+                        watch,
+                    },
+                );
+                true
+            }
+            Ok(None) | Err(_) => false,
+        }
+    }
+
+    /// Reads settled file `name`: what was read before if nothing was written to it since,
+    /// else the file again, stamped before the read so that a write racing with it makes the
+    /// next collection read it once more.
+    fn read_settled(
+        &mut self,
+        settled: &Settled,
+        cache: &mut FileCache,
+        dir_key: usize,
+        dir: &Path,
+        name: &'static str,
+    ) -> Result<Option<&[u8]>, ReadError> {
+        let Some(i) = cache.find(dir_key, name) else {
+            return Ok(None);
+        };
+        let (bytes, stamp, watch) = match &mut cache.slots[i].2 {
+            Slot::Settled {
+                bytes,
+                stamp,
+                watch,
+            } => (bytes, stamp, watch),
+            Slot::Absent { skip } => {
+                *skip = skip.saturating_sub(1);
+                return Ok(None);
+            }
+            Slot::Open(_) => return Ok(None),
+        };
+        if settled.is_current(watch, stamp) {
+            let len = bytes.len();
+            if self.buf.len() < len {
+                self.buf.resize(len, 0);
+            }
+            self.buf[..len].copy_from_slice(bytes);
+            return Ok(Some(&self.buf[..len]));
+        }
+        let before = settled.stamp(watch);
+        self.set_path(dir, name);
+        self.opens += 1;
+        let read = open_kernel_file(&self.path)
+            .and_then(|file| read_whole(&file, &mut self.buf, short_read_is_end(name)));
+        match read {
+            Ok(len) => {
+                *bytes = self.buf[..len].into();
+                *stamp = before;
+                Ok(Some(&self.buf[..len]))
+            }
+            Err(e) => {
+                let err = classify(&self.path, e);
+                // Gone or its feature off: looked up (and watched) again later, as an absent
+                // file is; any other failure: watched and read afresh next time.
+                if matches!(err, ReadError::Missing(_)) {
+                    let skip = ABSENT_RECHECK;
+                    cache.slots[i].2 = Slot::Absent { skip };
+                } else {
+                    cache.slots.swap_remove(i);
+                }
+                Err(err)
+            }
+        }
     }
 
     /// The path of the last read, for error messages.

@@ -336,11 +336,27 @@ fn containers_of_a_real_runtime_agree_with_the_kernel_and_the_runtime() {
             between(ws, ws_a, ws_b),
             "{id}: working set {ws}, the kernel {ws_a}..{ws_b}"
         );
-        // podman's memory figure is the working set too (usage less inactive file pages).
+        // podman's memory figure is the working set too (usage less inactive file pages). It
+        // is podman's reading, not podstat's, made later than the bracket above and with its
+        // own process touching the container's memory cgroup (seen once: 8 KiB above a
+        // bracket of equal ends): a fresh bracket around podman alone is tried up to 3 times.
+        let podman_agrees = (0..3).any(|attempt| {
+            let (mem, (_, a), (_, b)) = if attempt == 0 {
+                (stats["MemUsage"], (0.0, ws_a), (0.0, ws_b))
+            } else {
+                let before = memory(id);
+                let mem = podman_stats(id)["MemUsage"];
+                (mem, before, memory(id))
+            };
+            let agrees = between(mem, a, b);
+            if !agrees {
+                eprintln!("{id}: podman's memory {mem}, the kernel {a}..{b} (attempt {attempt})");
+            }
+            agrees
+        });
         assert!(
-            between(stats["MemUsage"], ws_a, ws_b),
-            "{id}: podman's memory {}, the kernel {ws_a}..{ws_b}",
-            stats["MemUsage"]
+            podman_agrees,
+            "{id}: podman's memory never within the kernel's"
         );
         let threads = value(id, "container_threads", &[]);
         assert_eq!(

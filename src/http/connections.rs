@@ -168,14 +168,21 @@ impl Connections {
             candidates.sort_unstable();
             // A connection that looks idle may have its request waiting in the socket, not
             // yet read because its task has not run (a loaded node, a flood): look before
-            // evicting it, and pass over it if so.
+            // evicting it, and pass over it if so. One part-way through its headers is passed
+            // over if the rest of them is waiting too: a probe accepted with its whole request
+            // must not lose its slot to a stream of half-open connections while its task
+            // waits for a thread (seen: a /readyz reset under a flood on a loaded machine).
             let mut looked = 0;
             let victim = candidates.iter().find_map(|&(started, _, id)| {
-                if !started && looked < 16 {
+                if looked < 16 {
                     looked += 1;
                     let state = open.get(&id)?;
-                    if has_data(state.fd.load(Ordering::Relaxed)) {
+                    let fd = state.fd.load(Ordering::Relaxed);
+                    if !started && has_data(fd) {
                         state.first_byte_ms.store(now, Ordering::Release);
+                        return None;
+                    }
+                    if started && has_whole_request(fd) {
                         return None;
                     }
                 }
@@ -321,6 +328,23 @@ fn has_data(fd: RawFd) -> bool {
         recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
         Ok(1)
     )
+}
+
+/// Whether a whole request is waiting in the socket, unread: plain HTTP headers up to their
+/// blank line, or a TLS record (a handshake under way; its content cannot be judged).
+fn has_whole_request(fd: RawFd) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    if fd < 0 {
+        return false;
+    }
+    let mut head = [0u8; 4096];
+    match recv(fd, &mut head, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+        Ok(n) if n > 0 => {
+            let head = &head[..n];
+            head[0] == 0x16 || head.windows(4).any(|w| w == b"\r\n\r\n")
+        }
+        _ => false,
+    }
 }
 
 /// Held while a response is being produced and sent (it travels inside the body).
@@ -492,6 +516,41 @@ mod tests {
         let _ = c.admit(-1).expect("room made");
         let open = c.open.lock().expect("lock");
         assert!(open.contains_key(&old.id) && !open.contains_key(&silent.id));
+    }
+
+    #[test]
+    fn one_part_way_through_its_headers_keeps_its_slot_while_its_whole_request_waits() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connect = |sent: &[u8]| {
+            let mut client = std::net::TcpStream::connect(addr).expect("connect");
+            client.write_all(sent).expect("send");
+            let (server, _) = listener.accept().expect("accept");
+            (client, server)
+        };
+        let (_c1, probe) = connect(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (_c2, dawdler) = connect(b"GET /metrics HTTP/1.1\r\nX-Slow: a");
+        // Wait for both to be in the sockets.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(has_data(probe.as_raw_fd()) && has_data(dawdler.as_raw_fd())) {
+            assert!(Instant::now() < deadline, "the requests never arrived");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(has_whole_request(probe.as_raw_fd()));
+        assert!(!has_whole_request(dawdler.as_raw_fd()));
+        let c = Connections::new(limits(2));
+        // Both began their requests; the probe is the older, so it would go first by age.
+        let (p, _) = c.admit(probe.as_raw_fd()).expect("room");
+        let (d, _) = c.admit(dawdler.as_raw_fd()).expect("room");
+        let _ = c.admit(-1).expect("room made");
+        let open = c.open.lock().expect("lock");
+        assert!(
+            open.contains_key(&p.id),
+            "the probe with its whole request was evicted"
+        );
+        assert!(!open.contains_key(&d.id));
     }
 
     #[test]

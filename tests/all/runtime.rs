@@ -336,10 +336,13 @@ fn containers_of_a_real_runtime_agree_with_the_kernel_and_the_runtime() {
             between(ws, ws_a, ws_b),
             "{id}: working set {ws}, the kernel {ws_a}..{ws_b}"
         );
-        // podman's memory figure is the working set too (usage less inactive file pages). It
-        // is podman's reading, not podstat's, made later than the bracket above and with its
-        // own process touching the container's memory cgroup (seen once: 8 KiB above a
-        // bracket of equal ends): a fresh bracket around podman alone is tried up to 3 times.
+        // podman's memory figure is the working set too (usage less inactive file pages), read
+        // by podman later than the bracket above. It came 8 KiB (2 pages) above a bracket of
+        // equal ends in two CI runs, the same on three fresh tries. Likely: memory.stat's counters are
+        // per-CPU batched and flushed lazily (rstat), so two readers of a frozen cgroup can see
+        // total_inactive_file a few pages apart. podman's reading is allowed 4 pages of that;
+        // podstat's own value is checked exactly against the bracket above.
+        const STAT_BATCH: f64 = 4.0 * 4096.0;
         let podman_agrees = (0..3).any(|attempt| {
             let (mem, (_, a), (_, b)) = if attempt == 0 {
                 (stats["MemUsage"], (0.0, ws_a), (0.0, ws_b))
@@ -348,7 +351,7 @@ fn containers_of_a_real_runtime_agree_with_the_kernel_and_the_runtime() {
                 let mem = podman_stats(id)["MemUsage"];
                 (mem, before, memory(id))
             };
-            let agrees = between(mem, a, b);
+            let agrees = between(mem, a - STAT_BATCH, b + STAT_BATCH);
             if !agrees {
                 eprintln!("{id}: podman's memory {mem}, the kernel {a}..{b} (attempt {attempt})");
             }

@@ -285,6 +285,18 @@ impl FileCache {
         self.slots.retain(|(_, d, _)| *d != key);
     }
 
+    /// Slot `i` failed a read with `err`: an absent file (or one whose feature is off) waits
+    /// [`ABSENT_RECHECK`] reads before it is looked up again; any other failure drops the slot,
+    /// so the next read starts afresh.
+    fn failed(&mut self, i: usize, err: &ReadError) {
+        if matches!(err, ReadError::Missing(_)) {
+            let skip = ABSENT_RECHECK;
+            self.slots[i].2 = Slot::Absent { skip };
+        } else {
+            self.slots.swap_remove(i);
+        }
+    }
+
     /// The slot of `name` in the directory `dir_key`.
     fn find(&self, dir_key: usize, name: &'static str) -> Option<usize> {
         self.slots
@@ -507,12 +519,7 @@ impl Reader {
                             let err = classify(&self.path, e);
                             // A failed descriptor is not trusted again: the next read reopens,
                             // or, for a file whose feature is off, waits as for an absent one.
-                            if matches!(err, ReadError::Missing(_)) {
-                                let skip = ABSENT_RECHECK;
-                                cache.slots[i].2 = Slot::Absent { skip };
-                            } else {
-                                cache.slots.swap_remove(i);
-                            }
+                            cache.failed(i, &err);
                             Err(err)
                         }
                     };
@@ -642,12 +649,7 @@ impl Reader {
                 let err = classify(&self.path, e);
                 // Gone or its feature off: looked up (and watched) again later, as an absent
                 // file is; any other failure: watched and read afresh next time.
-                if matches!(err, ReadError::Missing(_)) {
-                    let skip = ABSENT_RECHECK;
-                    cache.slots[i].2 = Slot::Absent { skip };
-                } else {
-                    cache.slots.swap_remove(i);
-                }
+                cache.failed(i, &err);
                 Err(err)
             }
         }

@@ -40,13 +40,7 @@ fn write_config_watching(dir: &Path, server_keys: &str, top: Option<&str>) -> St
 /// Starts podstat, keeping its log, and waits until its port takes connections (a TLS
 /// listener does not answer plain HTTP, so `start_podstat`'s wait cannot be used).
 fn start_raw(args: &[String], addr: &str) -> (ChildGuard, Log) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_podstat"))
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start podstat");
-    let log = Log::follow(child.stderr.take().expect("stderr"));
-    let guard = ChildGuard(child);
+    let (guard, log) = crate::support::spawn_podstat_logged(args);
     wait_for(Duration::from_secs(20), || TcpStream::connect(addr).ok())
         .expect("podstat did not start listening");
     (guard, log)

@@ -45,6 +45,19 @@ fn limit(s: &str) -> Option<f64> {
     }
 }
 
+/// `pids.max`, the same on v1 (in `hierarchy`) and v2: `max` one time in four.
+const fn pids_max(hierarchy: &'static str) -> Setting {
+    Setting {
+        hierarchy,
+        file: "pids.max",
+        write: |r| match r.next(4) {
+            0 => "max".to_string(),
+            _ => (1 + r.next(100_000)).to_string(),
+        },
+        expect: |s| vec![("container_threads_max", limit(s))],
+    }
+}
+
 const V1: &[Setting] = &[
     Setting {
         hierarchy: "cpu",
@@ -82,15 +95,7 @@ const V1: &[Setting] = &[
         write: |r| (r.next(1 << 30)).to_string(),
         expect: |s| vec![("container_spec_memory_reservation_limit_bytes", limit(s))],
     },
-    Setting {
-        hierarchy: "pids",
-        file: "pids.max",
-        write: |r| match r.next(4) {
-            0 => "max".to_string(),
-            _ => (1 + r.next(100_000)).to_string(),
-        },
-        expect: |s| vec![("container_threads_max", limit(s))],
-    },
+    pids_max("pids"),
 ];
 
 const V2: &[Setting] = &[
@@ -133,15 +138,7 @@ const V2: &[Setting] = &[
         write: |r| r.next(1 << 30).to_string(),
         expect: |s| vec![("container_spec_memory_reservation_limit_bytes", limit(s))],
     },
-    Setting {
-        hierarchy: "",
-        file: "pids.max",
-        write: |r| match r.next(4) {
-            0 => "max".to_string(),
-            _ => (1 + r.next(100_000)).to_string(),
-        },
-        expect: |s| vec![("container_threads_max", limit(s))],
-    },
+    pids_max(""),
 ];
 
 fn agent(top: &str, watch_settled: bool) -> podstat::agent::Agent {

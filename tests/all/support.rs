@@ -271,7 +271,7 @@ pub struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 impl Log {
     /// Copies `stderr` line by line into the log (and to this process's stderr, where a
     /// failing test shows it) until it closes.
-    pub fn follow(stderr: std::process::ChildStderr) -> Log {
+    fn follow(stderr: std::process::ChildStderr) -> Log {
         let log = Log::default();
         let lines = log.clone();
         std::thread::spawn(move || {
@@ -307,15 +307,20 @@ impl Log {
     }
 }
 
-/// As `start_podstat`, keeping what podstat logs.
-pub fn start_podstat_logged(args: &[&str], addr: &str) -> (ChildGuard, Log) {
+/// Starts the podstat binary with `args`, following its log; waits for nothing.
+pub fn spawn_podstat_logged<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (ChildGuard, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_podstat"))
         .args(args)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start podstat");
     let log = Log::follow(child.stderr.take().expect("stderr"));
-    let guard = ChildGuard(child);
+    (ChildGuard(child), log)
+}
+
+/// As `start_podstat`, keeping what podstat logs.
+pub fn start_podstat_logged(args: &[&str], addr: &str) -> (ChildGuard, Log) {
+    let (guard, log) = spawn_podstat_logged(args);
     wait_for(Duration::from_secs(20), || {
         http_get(addr, "/healthz", "").ok()
     })

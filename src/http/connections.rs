@@ -317,34 +317,30 @@ impl ConnState {
     }
 }
 
-/// Whether the client has sent anything not read yet (a peek, never blocking).
-fn has_data(fd: RawFd) -> bool {
+/// What the client has sent and podstat not read yet, up to `buf`'s length (a peek, never
+/// blocking; empty on any error).
+fn peek(fd: RawFd, buf: &mut [u8]) -> &[u8] {
     use nix::sys::socket::{recv, MsgFlags};
     if fd < 0 {
-        return false;
+        return &[];
     }
-    let mut byte = [0u8; 1];
-    matches!(
-        recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
-        Ok(1)
-    )
+    match recv(fd, buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+        Ok(n) => &buf[..n],
+        Err(_) => &[],
+    }
+}
+
+/// Whether the client has sent anything not read yet.
+fn has_data(fd: RawFd) -> bool {
+    !peek(fd, &mut [0u8; 1]).is_empty()
 }
 
 /// Whether a whole request is waiting in the socket, unread: plain HTTP headers up to their
 /// blank line, or a TLS record (a handshake under way; its content cannot be judged).
 fn has_whole_request(fd: RawFd) -> bool {
-    use nix::sys::socket::{recv, MsgFlags};
-    if fd < 0 {
-        return false;
-    }
-    let mut head = [0u8; 4096];
-    match recv(fd, &mut head, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
-        Ok(n) if n > 0 => {
-            let head = &head[..n];
-            head[0] == 0x16 || head.windows(4).any(|w| w == b"\r\n\r\n")
-        }
-        _ => false,
-    }
+    let mut buf = [0u8; 4096];
+    let head = peek(fd, &mut buf);
+    head.first() == Some(&0x16) || head.windows(4).any(|w| w == b"\r\n\r\n")
 }
 
 /// Held while a response is being produced and sent (it travels inside the body).

@@ -244,8 +244,8 @@ enum Slot {
     Absent {
         skip: u32,
     },
-    /// A settled file (see [`settled`]): its content at the stamped read, served until its
-    /// directory is written to. No descriptor is kept for it.
+    /// A settled file (see [`settled`]): its content at the stamped read, served until the
+    /// file is written to. No descriptor is kept for it.
     Settled {
         bytes: Box<[u8]>,
         stamp: Stamp,
@@ -297,11 +297,18 @@ impl FileCache {
         }
     }
 
-    /// The slot of `name` in the directory `dir_key`.
-    fn find(&self, dir_key: usize, name: &'static str) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|(n, d, _)| *d == dir_key && (std::ptr::eq(*n, name) || *n == name))
+    /// The slot of `name` in the directory `dir_key`; the next lookup starts after it.
+    fn find(&mut self, dir_key: usize, name: &'static str) -> Option<usize> {
+        // Names are literals: the same address almost always, so that is compared first.
+        let is_it = |(n, d, _): &(&'static str, usize, Slot)| {
+            *d == dir_key && (std::ptr::eq(*n, name) || *n == name)
+        };
+        let found = match self.slots.get(self.next) {
+            Some(slot) if is_it(slot) => Some(self.next),
+            _ => self.slots.iter().position(is_it),
+        }?;
+        self.next = found + 1;
+        Some(found)
     }
 
     /// Descriptors this cache holds open.
@@ -451,7 +458,7 @@ impl Reader {
     }
 
     /// Serves settled files (limits, weights, v2 `memory.events`) from what was read until
-    /// `settled` reports a write to their directory.
+    /// `settled` reports a write to them.
     pub fn with_settled(mut self, settled: Option<Arc<Settled>>) -> Reader {
         self.settled = settled;
         self
@@ -464,7 +471,7 @@ impl Reader {
         }
     }
 
-    /// Directories watched for writes to their settled files.
+    /// Files watched for writes (settled files, and `cpu.weight.nice` for `cpu.weight`).
     pub fn settled_watches(&self) -> usize {
         self.settled.as_ref().map_or(0, |s| s.watches())
     }
@@ -494,21 +501,14 @@ impl Reader {
         name: &'static str,
     ) -> Result<Option<&[u8]>, ReadError> {
         let dir_key = dir.as_os_str().as_encoded_bytes().as_ptr() as usize;
-        if let Some(settled) = self.settled.clone().filter(|_| settled::is_settled(name)) {
-            if self.settled_slot(&settled, cache, dir_key, dir, name) {
-                return self.read_settled(&settled, cache, dir_key, dir, name);
+        if settled::is_settled(name) {
+            if let Some(settled) = self.settled.clone() {
+                if let Some(i) = self.settled_slot(&settled, cache, dir_key, dir, name) {
+                    return self.read_settled(&settled, cache, i, dir, name);
+                }
             }
         }
-        // Names are literals: the same address almost always, so that is compared first.
-        let is_it = |(n, d, _): &(&'static str, usize, Slot)| {
-            *d == dir_key && (std::ptr::eq(*n, name) || *n == name)
-        };
-        let found = match cache.slots.get(cache.next) {
-            Some(slot) if is_it(slot) => Some(cache.next),
-            _ => cache.slots.iter().position(is_it),
-        };
-        if let Some(i) = found {
-            cache.next = i + 1;
+        if let Some(i) = cache.find(dir_key, name) {
             match &mut cache.slots[i].2 {
                 Slot::Open(kept) => {
                     let result = read_whole(&kept.file, &mut self.buf, short_read_is_end(name));
@@ -557,9 +557,9 @@ impl Reader {
         Ok(Some(&self.buf[..len]))
     }
 
-    /// Whether `dir/name` is served through a settled slot: it has one, or it is absent, or a
-    /// watch could be added now (before its first read, so that no write is missed). False:
-    /// it could not be watched and is read like any other file.
+    /// The settled slot that serves `dir/name`: the one it has (settled, or absent and not due
+    /// for a look), or a new one when a watch could be added now (before its first read, so
+    /// that no write is missed). None: it could not be watched and is read like any other file.
     fn settled_slot(
         &mut self,
         settled: &Arc<Settled>,
@@ -567,14 +567,14 @@ impl Reader {
         dir_key: usize,
         dir: &Path,
         name: &'static str,
-    ) -> bool {
+    ) -> Option<usize> {
         if let Some(i) = cache.find(dir_key, name) {
             match &cache.slots[i].2 {
                 Slot::Settled { watch, .. } if watch.is_dead() => {
                     cache.slots.swap_remove(i);
                 }
-                Slot::Settled { .. } | Slot::Absent { skip: 1.. } => return true,
-                Slot::Open(_) => return false,
+                Slot::Settled { .. } | Slot::Absent { skip: 1.. } => return Some(i),
+                Slot::Open(_) => return None,
                 Slot::Absent { skip: 0 } => {
                     cache.slots.swap_remove(i);
                 }
@@ -594,26 +594,23 @@ impl Reader {
                         watch,
                     },
                 );
-                true
+                Some(cache.slots.len() - 1)
             }
-            Ok(None) | Err(_) => false,
+            Ok(None) | Err(_) => None,
         }
     }
 
-    /// Reads settled file `name`: what was read before if nothing was written to it since,
-    /// else the file again, stamped before the read so that a write racing with it makes the
-    /// next collection read it once more.
+    /// Reads settled file `name` through slot `i` (from [`Reader::settled_slot`]): what was
+    /// read before if nothing was written to it since, else the file again, stamped before the
+    /// read so that a write racing with it makes the next collection read it once more.
     fn read_settled(
         &mut self,
         settled: &Settled,
         cache: &mut FileCache,
-        dir_key: usize,
+        i: usize,
         dir: &Path,
         name: &'static str,
     ) -> Result<Option<&[u8]>, ReadError> {
-        let Some(i) = cache.find(dir_key, name) else {
-            return Ok(None);
-        };
         let (bytes, stamp, watch) = match &mut cache.slots[i].2 {
             Slot::Settled {
                 bytes,
@@ -624,6 +621,7 @@ impl Reader {
                 *skip = skip.saturating_sub(1);
                 return Ok(None);
             }
+            // settled_slot hands out no kept file's slot.
             Slot::Open(_) => return Ok(None),
         };
         if settled.is_current(watch, stamp) {

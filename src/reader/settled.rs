@@ -12,8 +12,8 @@
 //! same way (cgroup_file_notify), at most every 20 ms per file and from a workqueue: a count can
 //! be one such interval late, never more. The files are watched, not their directories: a
 //! directory watch for `IN_MODIFY` makes every read of every file in it (`memory.stat`,
-//! `cpu.stat`, … on every scrape) pass through fsnotify's parent lookup, which cost 14 % more
-//! CPU per scrape than it saved (benches/ab.sh, 100 containers, v1). A file that cannot be
+//! `cpu.stat`, … on every scrape) pass through fsnotify's parent lookup, a cost on the hot
+//! path that watching the file alone does not add. A file that cannot be
 //! watched (the `fs.inotify.max_user_watches` limit) is read on every collection through a
 //! kept descriptor like any other, and a queue overflow makes every settled file be read
 //! again. As a safety net each one is re-read at least every `[reader] settled_refresh` (60 s)
@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-/// Whether `name` is a settled file: a limit or weight, changed only by a write to its
-/// directory, or v2's `memory.events`, whose changes the kernel announces.
+/// Whether `name` is a settled file: a limit or weight, changed only by a write to it (or, for
+/// `cpu.weight`, to `cpu.weight.nice`), or v2's `memory.events`, whose changes the kernel
+/// announces.
 pub fn is_settled(name: &str) -> bool {
     matches!(
         name,
@@ -78,11 +79,16 @@ pub struct FileWatch {
 
 impl Drop for FileWatch {
     fn drop(&mut self) {
-        let mut inner = self.owner.lock();
-        for wd in &self.wds {
-            inner.by_watch.remove(wd);
+        self.owner.lock().unwatch(&self.wds);
+    }
+}
+
+impl Inner {
+    fn unwatch(&mut self, wds: &[WatchDescriptor]) {
+        for wd in wds {
+            self.by_watch.remove(wd);
             // EINVAL when the file's cgroup was removed (the kernel dropped the watch): expected.
-            let _ = inner.inotify.rm_watch(*wd);
+            let _ = self.inotify.rm_watch(*wd);
         }
     }
 }
@@ -156,11 +162,7 @@ impl Settled {
     pub fn watch(self: &Arc<Self>, dir: &Path, name: &str) -> Result<Option<FileWatch>, Errno> {
         let mut inner = self.lock();
         let changes = Arc::new(AtomicU64::new(0));
-        let mut watch = FileWatch {
-            wds: Vec::with_capacity(1),
-            changes: Arc::clone(&changes),
-            owner: Arc::clone(self),
-        };
+        let mut wds = Vec::with_capacity(1);
         for (i, file) in std::iter::once(name)
             .chain(also_set_by(name).iter().copied())
             .enumerate()
@@ -171,27 +173,30 @@ impl Settled {
             {
                 Ok(wd) => {
                     inner.by_watch.insert(wd, Arc::clone(&changes));
-                    watch.wds.push(wd);
-                }
-                Err(Errno::ENOSPC) => {
-                    if !self.limit_warned.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(dir = %dir.display(), "inotify watch limit reached (fs.inotify.max_user_watches): limits and weights past it are read on every collection");
-                    }
-                    drop(inner);
-                    return Ok(None);
+                    wds.push(wd);
                 }
                 // A file that sets this one but does not exist here cannot set it.
                 Err(Errno::ENOENT) if i > 0 => {}
                 Err(e) => {
-                    drop(inner);
-                    return Err(e);
+                    inner.unwatch(&wds);
+                    if e != Errno::ENOSPC {
+                        return Err(e);
+                    }
+                    if !self.limit_warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(dir = %dir.display(), "inotify watch limit reached (fs.inotify.max_user_watches): limits and weights past it are read on every collection");
+                    }
+                    return Ok(None);
                 }
             }
         }
-        Ok(Some(watch))
+        Ok(Some(FileWatch {
+            wds,
+            changes,
+            owner: Arc::clone(self),
+        }))
     }
 
-    /// Moves every pending event into the directories' change counts, without blocking. Run at
+    /// Moves every pending event into the watched files' change counts, without blocking. Run at
     /// the start of each collection.
     pub fn drain(&self) {
         let inner = self.lock();

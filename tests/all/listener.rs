@@ -46,6 +46,8 @@ fn start_raw(args: &[String], addr: &str) -> (ChildGuard, Log) {
     (guard, log)
 }
 
+/// podstat over the fixture node on a free port with `flag value`, and its log; `tls`: its port
+/// answers TLS only, so only a TCP connect is waited for.
 fn over_fixtures(flag: &str, value: &Path, tls: bool) -> (ChildGuard, String, Log) {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut args = fixture_args(&addr);

@@ -211,11 +211,16 @@ pub fn start_podstat(args: &[&str], addr: &str) -> ChildGuard {
         .spawn()
         .expect("start podstat");
     let guard = ChildGuard(child);
+    wait_until_healthy(addr);
+    guard
+}
+
+/// Waits until podstat answers `/healthz` on `addr`.
+fn wait_until_healthy(addr: &str) {
     wait_for(Duration::from_secs(20), || {
         http_get(addr, "/healthz", "").ok()
     })
     .expect("podstat did not start listening");
-    guard
 }
 
 /// Waits until `pid` lives in the network namespace `ns` (`ip netns exec` and `nsenter` switch
@@ -321,10 +326,7 @@ pub fn spawn_podstat_logged<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (ChildGuar
 /// As `start_podstat`, keeping what podstat logs.
 pub fn start_podstat_logged(args: &[&str], addr: &str) -> (ChildGuard, Log) {
     let (guard, log) = spawn_podstat_logged(args);
-    wait_for(Duration::from_secs(20), || {
-        http_get(addr, "/healthz", "").ok()
-    })
-    .expect("podstat did not start listening");
+    wait_until_healthy(addr);
     (guard, log)
 }
 

@@ -73,6 +73,7 @@ fn samples(n: usize, random_ids: bool) -> Vec<ContainerSample> {
                 truncated: 0,
                 unknown: false,
                 sandbox: false,
+                first_unlisted: false,
             });
             let target = Arc::new(Target {
                 path,
@@ -81,6 +82,7 @@ fn samples(n: usize, random_ids: bool) -> Vec<ContainerSample> {
                 dirs: Dirs::default(),
                 labels,
                 start_time: 1.7e9,
+                created: Default::default(),
                 files: Default::default(),
             });
             let p = Some(Pressure { some_total_usec: Some(1234), full_total_usec: Some(56) });

@@ -92,6 +92,7 @@ fn targets() -> Vec<Arc<Target>> {
                 inode: 0,
                 dirs: Default::default(),
                 start_time: 0.0,
+                created: Default::default(),
                 files: Default::default(),
             })
         })
@@ -124,11 +125,11 @@ fn join(c: &mut Criterion) {
         targets.iter().map(|_| Default::default()).collect();
     let a0 = ALLOCS.load(Ordering::Relaxed);
     for (t, cache) in targets.iter().zip(&caches) {
-        let _ = resolve_cached(t, cache, &index, &policy);
+        let _ = resolve_cached(t, cache, &index, &policy, false);
     }
     let a1 = ALLOCS.load(Ordering::Relaxed);
     for (t, cache) in targets.iter().zip(&caches) {
-        let _ = resolve_cached(t, cache, &index, &policy);
+        let _ = resolve_cached(t, cache, &index, &policy, false);
     }
     let a2 = ALLOCS.load(Ordering::Relaxed);
     println!(
@@ -147,14 +148,14 @@ fn join(c: &mut Criterion) {
     c.bench_function("resolve_1000_containers_fresh", |b| {
         b.iter(|| {
             for t in &targets {
-                std::hint::black_box(resolve(t, &index, &policy));
+                std::hint::black_box(resolve(t, &index, &policy, false));
             }
         })
     });
     c.bench_function("resolve_1000_containers_cached", |b| {
         b.iter(|| {
             for (t, cache) in targets.iter().zip(&caches) {
-                std::hint::black_box(resolve_cached(t, cache, &index, &policy));
+                std::hint::black_box(resolve_cached(t, cache, &index, &policy, false));
             }
         })
     });

@@ -158,6 +158,7 @@ mod tests {
                 dirs: Default::default(),
                 labels: Labels::default(),
                 start_time: start,
+                created: Default::default(),
                 files: Default::default(),
             }),
             labels: Arc::new(Resolved {
@@ -167,6 +168,7 @@ mod tests {
                 truncated: 0,
                 unknown: false,
                 sandbox: false,
+                first_unlisted: false,
             }),
             // Two series each: usage and processes.
             stats: ContainerStats {

@@ -51,7 +51,19 @@ fn host_identity(ctx: &Ctx) -> HostIdentity {
     HostIdentity {
         boot_id: text(&ctx.proc_root.join("sys/kernel/random/boot_id")),
         machine_id: text(&ctx.machine_id_file),
-        system_uuid: text(&ctx.sys_root.join("class/dmi/id/product_uuid")),
+        // cAdvisor's order (utils/sysfs GetSystemUUID): DMI, the device tree (POWER), and last
+        // /etc/machine-id (meant for s390x, reached on every host without the others: VMs
+        // without DMI, such as Firecracker's). The kubelet shows the machine ID there.
+        system_uuid: [
+            ctx.sys_root.join("class/dmi/id/product_uuid"),
+            ctx.proc_root.join("device-tree/system-id"),
+            ctx.proc_root.join("device-tree/vm,uuid"),
+            ctx.machine_id_file.clone(),
+        ]
+        .iter()
+        .map(|p| text(p))
+        .find(|v| !v.is_empty())
+        .unwrap_or_default(),
         kernel_version: text(&ctx.proc_root.join("sys/kernel/osrelease")),
         os_version,
     }
@@ -200,6 +212,14 @@ mod tests {
         assert_eq!(id.system_uuid, "E366BD4B-77B9-D6BE");
         assert_eq!(id.kernel_version, "6.12.54-linuxkit");
         assert_eq!(id.os_version, "Debian GNU/Linux 12 (bookworm)");
+        // Without DMI (a Firecracker VM: the kubelet's cAdvisor says the machine ID).
+        std::fs::remove_file(dir.path().join("sys/class/dmi/id/product_uuid")).expect("rm");
+        assert_eq!(
+            host_identity(&ctx).system_uuid,
+            "e366bd4b77b9d6be2d67552f69964f40"
+        );
+        write("proc/device-tree/vm,uuid", "a1b2c3\n");
+        assert_eq!(host_identity(&ctx).system_uuid, "a1b2c3");
         ctx.machine_id_file = dir.path().join("etc/absent");
         assert_eq!(host_identity(&ctx).machine_id, "");
     }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{CollectorsConfig, Config};
 use crate::discovery::{CgroupMode, Discovery, Target};
-use crate::meta::join::{refresh_due, resolve_cached, JoinPolicy, Resolved};
+use crate::meta::join::{first_unlisted_by_pod, refresh_due, resolve_cached, JoinPolicy, Resolved};
 use crate::meta::MetaIndex;
 use crate::parse::ParseError;
 use crate::policy::Policy;
@@ -381,11 +381,18 @@ impl Engine {
     ) -> Vec<(Tracked, Arc<Resolved>)> {
         let now = Instant::now();
         let mut rows = Vec::with_capacity(targets.len());
+        // Identity, not content: the set only tells which of these Arcs is its pod's sandbox.
+        let sandboxes: std::collections::HashSet<*const Target> =
+            first_unlisted_by_pod(&targets, index)
+                .into_values()
+                .map(|t| t as *const Target)
+                .collect();
         self.states.begin_collection();
         for target in targets {
+            let is_first = sandboxes.contains(&Arc::as_ptr(&target));
             let target = self.states.track(target);
             let (labels, fresh) =
-                resolve_cached(&target, &target.state.resolved, index, &self.join);
+                resolve_cached(&target, &target.state.resolved, index, &self.join, is_first);
             if fresh {
                 snapshot.labels_truncated += u64::from(labels.truncated);
             }

@@ -65,27 +65,52 @@ fn with_probe<T>(
 }
 
 /// The host's network namespace: PID 1's. Where PID 1 cannot be inspected (seen as root on a
-/// Firecracker VM whose init is not dumpable: EACCES), podstat's own, which is the host's in
-/// the deployments the docs describe (a host service, or a pod with `hostNetwork: true`);
-/// otherwise only podstat's own pod would lose its network series. `first` logs the fallback
-/// once, not on every refresh.
+/// Firecracker VM whose init holds capabilities podstat lacks: EACCES), kthreadd's (PID 2):
+/// kernel threads live in the initial namespaces, and its link is readable where PID 1's is
+/// not. Without either (no host PID namespace), podstat's own, which is the host's in the
+/// deployments the docs describe (a host service, or a pod with `hostNetwork: true`);
+/// otherwise only podstat's own pod would lose its network series. Found by the cluster test
+/// (tests/cluster): the DaemonSet's pod took its own namespace for the host's and dropped its
+/// network series. `first` logs a fallback once, not on every refresh.
 fn host_netns(proc_root: &Path, first: bool) -> Option<PathBuf> {
     let pid1 = proc_root.join("1").join("ns").join("net");
-    match std::fs::read_link(&pid1) {
-        Ok(netns) => Some(netns),
-        Err(e) => {
-            let own = std::fs::read_link(proc_root.join("self").join("ns").join("net")).ok();
-            if first {
-                tracing::warn!(
-                    file = %pid1.display(),
-                    error = %e,
-                    own = ?own,
-                    "cannot read the host's network namespace; taking podstat's own as the host's"
-                );
-            }
-            own
+    let error = match std::fs::read_link(&pid1) {
+        Ok(netns) => return Some(netns),
+        Err(e) => e,
+    };
+    if let Some(netns) = kthreadd_netns(proc_root) {
+        if first {
+            tracing::info!(
+                file = %pid1.display(),
+                error = %error,
+                netns = %netns.display(),
+                "PID 1's network namespace cannot be read; the host's is kthreadd's (PID 2)"
+            );
         }
+        return Some(netns);
     }
+    let own = std::fs::read_link(proc_root.join("self").join("ns").join("net")).ok();
+    if first {
+        tracing::warn!(
+            file = %pid1.display(),
+            error = %error,
+            own = ?own,
+            "cannot read the host's network namespace; taking podstat's own as the host's"
+        );
+    }
+    own
+}
+
+/// PID 2's network namespace if PID 2 is the kernel's kthreadd (parent 0): in a PID namespace
+/// of a container, PID 2 is an ordinary process of it.
+fn kthreadd_netns(proc_root: &Path) -> Option<PathBuf> {
+    let pid2 = proc_root.join("2");
+    let stat = std::fs::read(pid2.join("stat")).ok()?;
+    match crate::parse::procfs::stat_comm_ppid(&stat) {
+        Some((b"kthreadd", 0)) => {}
+        _ => return None,
+    }
+    std::fs::read_link(pid2.join("ns").join("net")).ok()
 }
 
 /// What reading a pod's network through one of its processes gave.
@@ -324,4 +349,48 @@ fn pod_network(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A proc tree with `/proc/<pid>/ns/net` links and `/proc/<pid>/stat` files.
+    fn proc_tree(links: &[(&str, &str)], stats: &[(&str, &str)]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("temp dir");
+        for (pid, target) in links {
+            let ns = root.path().join(pid).join("ns");
+            std::fs::create_dir_all(&ns).expect("ns dir");
+            symlink(target, ns.join("net")).expect("net link");
+        }
+        for (pid, stat) in stats {
+            std::fs::create_dir_all(root.path().join(pid)).expect("pid dir");
+            std::fs::write(root.path().join(pid).join("stat"), stat).expect("stat");
+        }
+        root
+    }
+
+    const KTHREADD: &str = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 2\n";
+
+    #[test]
+    fn host_netns_is_pid_1s_where_readable() {
+        let root = proc_tree(
+            &[("1", "net:[1]"), ("2", "net:[2]"), ("self", "net:[9]")],
+            &[("2", KTHREADD)],
+        );
+        assert_eq!(host_netns(root.path(), false), Some("net:[1]".into()));
+    }
+
+    #[test]
+    fn host_netns_falls_back_to_kthreadd_then_to_podstats_own() {
+        let root = proc_tree(&[("2", "net:[2]"), ("self", "net:[9]")], &[("2", KTHREADD)]);
+        assert_eq!(host_netns(root.path(), true), Some("net:[2]".into()));
+        // In a PID namespace of its own, PID 2 is an ordinary process: not the host's.
+        let root = proc_tree(
+            &[("2", "net:[2]"), ("self", "net:[9]")],
+            &[("2", "2 (sh) S 1 2 2 0 -1 0\n")],
+        );
+        assert_eq!(host_netns(root.path(), true), Some("net:[9]".into()));
+    }
 }

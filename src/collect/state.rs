@@ -109,6 +109,7 @@ mod tests {
             dirs: Dirs::default(),
             labels: Labels::default(),
             start_time: 0.0,
+            created: Default::default(),
             files: Default::default(),
         })
     }

@@ -78,6 +78,8 @@ pub struct Target {
     /// Creation time (unix seconds): the earliest mtime of the cgroup directory and its
     /// `cgroup.procs`, as cAdvisor derives it for containerd and raw cgroups.
     pub start_time: f64,
+    /// The same, to the nanosecond: which of a pod's unlisted cgroups came first (its sandbox).
+    pub created: std::time::Duration,
     /// Descriptors kept open for this cgroup's files; closed when the target is dropped.
     pub files: Mutex<FileCache>,
 }
@@ -112,7 +114,8 @@ impl Target {
             name,
             ..Labels::default()
         };
-        let start_time = dirs.main().map(creation_time).unwrap_or(0.0);
+        let created = dirs.main().and_then(creation_time).unwrap_or_default();
+        let start_time = created.as_secs() as f64;
         Target {
             path,
             kind,
@@ -120,6 +123,7 @@ impl Target {
             dirs,
             labels,
             start_time,
+            created,
             files: Mutex::new(FileCache::default()),
         }
     }
@@ -139,24 +143,21 @@ impl Target {
     }
 }
 
-/// `container_start_time_seconds`, in whole seconds as the kubelet's cAdvisor prints it
-/// (`CreationTime.Unix()`), so the two agree to the digit.
-fn creation_time(dir: &Path) -> f64 {
+/// When the cgroup was made: the earlier mtime of the directory and its `cgroup.procs`, as
+/// cAdvisor derives it for containerd and raw cgroups. `container_start_time_seconds` is its
+/// whole seconds, as the kubelet's cAdvisor prints it (`CreationTime.Unix()`), so the two agree
+/// to the digit.
+fn creation_time(dir: &Path) -> Option<std::time::Duration> {
     let mtime = |p: &Path| {
         std::fs::metadata(p)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs() as f64)
     };
-    let candidates = [mtime(dir), mtime(&dir.join("cgroup.procs"))];
-    candidates
+    [mtime(dir), mtime(&dir.join("cgroup.procs"))]
         .into_iter()
         .flatten()
-        .fold(None, |acc: Option<f64>, t| {
-            Some(acc.map_or(t, |a| a.min(t)))
-        })
-        .unwrap_or(0.0)
+        .min()
 }
 
 #[derive(Debug, thiserror::Error)]

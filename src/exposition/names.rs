@@ -516,7 +516,8 @@ pub const MACHINE_FAMILIES: &[Family<MachineValue>] = &[
     Family { name: "machine_memory_bytes", kind: Gauge, group: "machine", labels: MACHINE_LABELS, source: "",
         help: "Memory of the machine, in bytes (MemTotal).",
         emit: |m| m.memory_bytes.map(|v| v as f64) },
-    Family { name: "machine_scrape_error", kind: Gauge, group: "machine", labels: MACHINE_LABELS, source: "",
+    // No identity labels: the kubelet's cAdvisor writes it bare (a real node and tests/cluster).
+    Family { name: "machine_scrape_error", kind: Gauge, group: "machine", labels: "", source: "",
         help: "1 if a machine figure could not be read in this collection, else 0.",
         emit: |m| Some(if m.failed { 1.0 } else { 0.0 }) },
     Family { name: "machine_swap_bytes", kind: Gauge, group: "machine", labels: MACHINE_LABELS, source: "",
@@ -682,7 +683,7 @@ pub fn markdown_table() -> String {
             "| `{}` | {} | {} (no container labels) | {} | {} |\n",
             f.name,
             f.kind.as_str(),
-            f.labels,
+            if f.labels.is_empty() { "–" } else { f.labels },
             f.group,
             f.help
         ));
@@ -752,6 +753,7 @@ mod tests {
                 truncated: 0,
                 unknown: false,
                 sandbox: false,
+                first_unlisted: false,
             }),
             target: std::sync::Arc::new(Target {
                 path: labels.id.clone(),
@@ -760,6 +762,7 @@ mod tests {
                 dirs: Default::default(),
                 labels,
                 start_time: 1.0,
+                created: Default::default(),
                 files: Default::default(),
             }),
             stats: ContainerStats {

@@ -147,8 +147,13 @@ pub fn encode_machine(enc: &mut Encoder, snapshot: &Snapshot, drop: &[String]) {
             continue;
         }
         if let Some(v) = (family.emit)(m) {
+            let labels: &[(&str, &str)] = if family.labels.is_empty() {
+                &[]
+            } else {
+                &labels
+            };
             enc.header(family.name, family.help, family.kind);
-            enc.sample(family.name, "", &labels, v);
+            enc.sample(family.name, "", labels, v);
         }
     }
     let (name, help) = (VERSION_INFO.name, VERSION_INFO.help);

@@ -312,6 +312,21 @@ pub fn stat_state(bytes: &[u8]) -> Result<u8, ParseError> {
         })
 }
 
+/// The command and the parent PID of `/proc/<pid>/stat`: the command runs from the first `(`
+/// to the last `)` (it may itself hold both), the parent is the second field after it.
+pub fn stat_comm_ppid(bytes: &[u8]) -> Option<(&[u8], u32)> {
+    let open = bytes.iter().position(|&b| b == b'(')?;
+    let close = bytes.iter().rposition(|&b| b == b')')?;
+    let comm = bytes.get(open + 1..close)?;
+    let ppid = bytes
+        .get(close + 1..)?
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .nth(1)?;
+    let ppid = std::str::from_utf8(ppid).ok()?.parse().ok()?;
+    Some((comm, ppid))
+}
+
 /// `PRETTY_NAME` of an os-release file (quotes removed), as cAdvisor's `osVersion`.
 pub fn os_release_pretty_name(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
@@ -327,6 +342,17 @@ pub fn os_release_pretty_name(bytes: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_comm_ppid_takes_the_last_parenthesis() {
+        let kthreadd = b"2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 2 0 0\n";
+        assert_eq!(stat_comm_ppid(kthreadd), Some((&b"kthreadd"[..], 0)));
+        let odd = b"4242 (a) b (c) R 17 4242 4242 0 -1 4194304\n";
+        assert_eq!(stat_comm_ppid(odd), Some((&b"a) b (c"[..], 17)));
+        assert_eq!(stat_comm_ppid(b"7 (sh) S"), None);
+        assert_eq!(stat_comm_ppid(b"7 sh S 1"), None);
+        assert_eq!(stat_comm_ppid(b"7 (sh) S x 1"), None);
+    }
 
     #[test]
     fn meminfo_totals_reject_what_they_cannot_hold() {

@@ -73,6 +73,8 @@ def listed(family, labels, p_values, k_values):
     return None
 
 
+TOO_YOUNG = ("a container started seconds ago: the kubelet's side holds one reading of it (cAdvisor "
+             "re-reads every 10 to 15 s), and rate() needs two; podstat's holds two, 5 s apart")
 SCRAPE_SECONDS = 5
 SHORTER_THAN_A_SCRAPE = ("a container that lived less than a scrape interval: podstat reads at "
                          "scrape time and never saw it; cAdvisor reads a new cgroup at once")
@@ -358,7 +360,10 @@ def compare_rules(bases, at, problems, say, kubelet_live, window):
             else:
                 problems.append(f"rule {name}: series only from the kubelet: {dict(labels)}")
         for labels in sorted(alive["podstat"] - alive["kubelet"]):
-            problems.append(f"rule {name}: series only from podstat: {dict(labels)}")
+            if "rate" in name and kubelet_readings(bases, dict(labels), at) < 2:
+                say(f"listed difference: rule {name}: {short(labels)}: {TOO_YOUNG}")
+            else:
+                problems.append(f"rule {name}: series only from podstat: {dict(labels)}")
         p, k = steady["podstat"], steady["kubelet"]
         needed = re.search(r"(\d+)m$", name.split(":")[-1])
         if needed and window < 60 * int(needed.group(1)) + 60:
@@ -375,6 +380,14 @@ def compare_rules(bases, at, problems, say, kubelet_live, window):
             f"{len(set(p) & set(k))} steady, largest difference {worst:g}")
         checked += bool(set(p) & set(k)) or bool(needed)
     return checked
+
+
+def kubelet_readings(bases, labels, at):
+    """The most readings the kubelet's side holds, over the last 5 minutes, of a container's
+    CPU usage (any of its IDs)."""
+    selector = ",".join(f'{k}="{labels.get(k, "")}"' for k in ("namespace", "pod", "container"))
+    counts = query(bases["kubelet"], f"count_over_time(container_cpu_usage_seconds_total{{{selector}}}[5m])", at)
+    return max((float(r["value"][1]) for r in counts), default=0)
 
 
 def why_unseen(bases, row, at):

@@ -6,8 +6,8 @@ For every row both report under the cluster's cgroup root (pods, containers, san
   - the same label sets, family by family (container, pod, namespace, image, name, id,
     interface, device, and every other label);
   - the same values: a counter read by podstat at t lies between the kubelet's readings just
-    before and just after t; a gauge lies within what the kubelet read in the window around t
-    (both plus a stated slack);
+    before and just after t; a gauge equals what the kubelet read within PAIRED seconds of t,
+    in most such pairs (memory figures give or take the memory cgroup's per-CPU charge batch);
 and the kubernetes-mixin's container recording rules give the same series and values on both.
 Families only one side has must be in the lists below, each with its reason (README.md).
 
@@ -92,6 +92,12 @@ CHARGE_BATCH_PAGES = 64
 PAGE = 4096
 # How far apart (seconds) two gauge readings may be to be compared.
 PAIRED = 0.5
+# How far a reading's time may be from its sample's timestamp: podstat reads a cgroup during
+# the scrape, some milliseconds after the time Prometheus gives the samples; cAdvisor stamps
+# its samples before it reads. A counter is bracketed by the kubelet's readings at least this
+# far before and after podstat's (a CPU counter moved 3.6 ms past the kubelet's next reading
+# 12 ms after the scrape began, on the busy QoS row).
+SKEW = 1.0
 # Values that are a time, compared against the time of their own sample.
 OWN_TIME = {"container_last_seen"}
 # Rule outputs: rates of two scrapers whose scrapes are seconds apart.
@@ -162,6 +168,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=90, help="the window compared (>= 60)")
     ap.add_argument("--no-wait", action="store_true",
                     help="compare what the servers hold now (a cluster kept by run.sh --hold)")
+    ap.add_argument("--at", type=float,
+                    help="compare as of this time (unix seconds): a kept run's data, replayed")
     ap.add_argument("--report", required=True)
     args = ap.parse_args()
     bases = {"podstat": args.podstat, "kubelet": args.kubelet}
@@ -171,10 +179,12 @@ def main():
     def say(line):
         report.append(line)
 
-    wait_up(bases, 120)
-    if not args.no_wait:
-        time.sleep(args.seconds)
-    at = time.time() - 5
+    if args.at is None:
+        wait_up(bases, 120)
+        if not args.no_wait:
+            time.sleep(args.seconds)
+    at = time.time() - 5 if args.at is None else args.at
+    say(f"compared as of {at:.1f} (--at), over {args.seconds - 10} s")
     window = args.seconds - 10
     got = {name: series(base, at, window) for name, base in bases.items()}
     p_all, k_all = got["podstat"], got["kubelet"]
@@ -230,7 +240,7 @@ def main():
 
     p_rows, k_rows = by_row(p_all), by_row(k_all)
     cpus = max((s[-1][1] for (f, _), s in k_all.items() if f == "machine_cpu_cores"), default=1)
-    compared = mismatched = gauge_pairs = 0
+    compared = mismatched = gauge_pairs = pairs_apart = 0
     listed_seen = set()
     for (family, row) in sorted(set(p_rows) & set(k_rows)):
         p_sets, k_sets = p_rows[(family, row)], k_rows[(family, row)]
@@ -240,9 +250,10 @@ def main():
             problems.append(f"{family}: label set only from podstat: {dict(labels)}")
         for labels in set(p_sets) & set(k_sets):
             p_samples, k_samples = p_sets[labels], k_sets[labels]
-            verdict, pairs = compare_values(family, p_samples, k_samples, cpus)
+            verdict, pairs, apart = compare_values(family, p_samples, k_samples, cpus)
             compared += 1
             gauge_pairs += pairs
+            pairs_apart += apart
             if verdict:
                 reason = listed(family, labels, [v for _, v in p_samples], [v for _, v in k_samples])
                 if reason:
@@ -267,8 +278,8 @@ def main():
                 listed_seen.add(f"{family}: {reason}")
             else:
                 problems.append(f"{family}: row only from podstat: {row}")
-    say(f"series compared: {compared} (gauge readings paired: {gauge_pairs}), "
-        f"values out of bounds: {mismatched}")
+    say(f"series compared: {compared} (gauge readings paired: {gauge_pairs}, of them apart: "
+        f"{pairs_apart}), series out of bounds: {mismatched}")
     for line in sorted(listed_seen):
         say(f"listed difference: {line}")
 
@@ -298,23 +309,28 @@ def main():
 
 
 def compare_values(family, p_samples, k_samples, cpus):
-    """(None, pairs) when podstat's readings lie where the kubelet's say they must, else (why
-    not, pairs). A counter read at t must lie between the kubelet's readings just before and
-    just after t. A gauge is compared only with a kubelet reading at most PAIRED seconds from
-    its own: a gauge may move any amount between two readings (the disk workload's dd holds a
-    MiB buffer for a fraction of each two seconds), and the kubelet reads every 10 to 15 s."""
+    """(why not, gauge pairs, gauge pairs apart): why is None when podstat's readings lie where
+    the kubelet's say they must. A counter read at t must lie between the kubelet's readings
+    before t - SKEW and after t + SKEW, every time. A gauge is compared only with kubelet readings at
+    most PAIRED seconds from its own (the kubelet reads every 10 to 15 s), and most of those
+    pairs must agree (a series with one pair is not judged): a gauge may move any amount
+    between two readings half a second apart (the
+    disk workload's dd takes and frees a MiB buffer every two seconds, and the QoS rows sum
+    every workload), which shows as a pair now and then; reading another file, or computing the
+    figure differently, shows in every pair."""
     if family in OWN_TIME:
         for t, v in p_samples[-3:] + k_samples[-3:]:
             if abs(v - t) > 15:
-                return f"{v} is not the time of its reading {t:.0f}", 0
-        return None, 0
+                return f"{v} is not the time of its reading {t:.0f}", 0, 0
+        return None, 0, 0
     slack = CHARGE_BATCH_PAGES * PAGE * cpus if unit_of(family) == "bytes" else 0
     counter = is_counter(family) or family == "container_cpu_usage_seconds_total"
-    pairs = 0
+    pairs = apart = 0
+    first_apart = None
     for t, v in p_samples:
         if counter:
-            before = [kv for kt, kv in k_samples if kt <= t]
-            after = [kv for kt, kv in k_samples if kt >= t]
+            before = [kv for kt, kv in k_samples if kt <= t - SKEW]
+            after = [kv for kt, kv in k_samples if kt >= t + SKEW]
             if not before or not after:
                 continue
             low, high = min(before[-1], after[0]), max(before[-1], after[0])
@@ -326,8 +342,14 @@ def compare_values(family, p_samples, k_samples, cpus):
             low, high = min(near), max(near)
         scale = max(abs(low), abs(high), 1.0)
         if not (low - slack - 1e-9 * scale <= v <= high + slack + 1e-9 * scale):
-            return f"podstat {v:g} at {t:.1f}, kubelet between {low:g} and {high:g}", pairs
-    return None, pairs
+            why = f"podstat {v:g} at {t:.1f}, kubelet between {low:g} and {high:g}"
+            if counter:
+                return why, pairs, apart
+            apart += 1
+            first_apart = first_apart or why
+    if pairs >= 2 and 2 * apart > pairs:
+        return f"{apart} of {pairs} paired readings apart, e.g. {first_apart}", pairs, apart
+    return None, pairs, apart
 
 
 def compare_rules(bases, at, problems, say, kubelet_live, window):

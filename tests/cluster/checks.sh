@@ -54,9 +54,12 @@ kubectl -n workload wait --for=condition=Ready pod/web --timeout=120s >/dev/null
 web_ip="$(kubectl -n workload get pod web -o jsonpath='{.status.podIP}')"
 sed "s/WEB_IP/$web_ip/" "$here/web-client.yaml" | kubectl apply -f - >/dev/null
 kubectl -n podstat rollout status daemonset/podstat --timeout=180s >/dev/null
-# All but oom, which is Ready only between its kills; hold once it holds its memory.
+# All but oom, which is Ready only between its kills; hold once it says it holds its memory.
 kubectl -n workload wait --for=condition=Ready pod/cpu-burner pod/disk pod/web pod/web-client \
   pod/hold --timeout=180s >/dev/null || { kubectl -n workload get pods; fail "workloads not Ready"; }
+held() { kubectl -n workload logs hold | grep -qx held; }
+for _ in $(seq 120); do held && break; sleep 1; done
+held || fail "pod hold did not fill its memory"
 podstat_pod="$(kubectl -n podstat get pods -l app.kubernetes.io/name=podstat -o jsonpath='{.items[0].metadata.name}')"
 podstat_ip="$(kubectl -n podstat get pod "$podstat_pod" -o jsonpath='{.status.podIP}')"
 step "podstat pod $podstat_pod Ready at $podstat_ip"

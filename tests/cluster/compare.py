@@ -184,7 +184,7 @@ def main():
         if not args.no_wait:
             time.sleep(args.seconds)
     at = time.time() - 5 if args.at is None else args.at
-    say(f"compared as of {at:.1f} (--at), over {args.seconds - 10} s")
+    say(f"compared as of {at:.1f}, over {args.seconds - 10} s")
     window = args.seconds - 10
     got = {name: series(base, at, window) for name, base in bases.items()}
     p_all, k_all = got["podstat"], got["kubelet"]

@@ -14,7 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use podstat::discovery::{CgroupKind, Runtime, Target};
 use podstat::labels::Labels;
-use podstat::meta::join::{resolve, resolve_cached, JoinPolicy, Resolved};
+use podstat::meta::join::{first_unlisted_by_pod, resolve, resolve_cached, JoinPolicy, Resolved};
 use podstat::meta::podlist::parse_pod_list;
 use podstat::meta::MetaIndex;
 
@@ -151,6 +151,11 @@ fn join(c: &mut Criterion) {
                 std::hint::black_box(resolve(t, &index, &policy, false));
             }
         })
+    });
+    // Every scrape, before the join: which unlisted cgroup of each pod is its sandbox (one
+    // index lookup per container cgroup; these are all listed, so none is).
+    c.bench_function("first_unlisted_by_pod_1000_containers", |b| {
+        b.iter(|| std::hint::black_box(first_unlisted_by_pod(&targets, &index).len()))
     });
     c.bench_function("resolve_1000_containers_cached", |b| {
         b.iter(|| {

@@ -46,7 +46,7 @@ def _pod_or_qos_row(labels):
 LISTED = [
     (lambda family, labels, p, k: family.startswith("container_fs_")
      and family.endswith(("reads_total", "writes_total", "reads_bytes_total", "writes_bytes_total"))
-     and _pod_or_qos_row(labels) and all(v == 0 for v in k),
+     and _pod_or_qos_row(labels) and k and all(v == 0 for v in k),
      "v1 block IO of pod and QoS rows: podstat gives the subtree's IO "
      "(blkio.throttle.*_recursive, as v2's io.stat does); cAdvisor reads the non-recursive file, "
      "which is 0 for a cgroup without processes of its own"),
@@ -152,7 +152,8 @@ def unit_of(family):
 
 
 def is_counter(family):
-    return family.endswith("_total")
+    # cAdvisor's one counter without the suffix.
+    return family.endswith("_total") or family == "container_memory_failcnt"
 
 
 def short(labels):
@@ -266,14 +267,14 @@ def main():
         rows_k = {r for f, r in k_rows if f == family}
         for row in sorted(rows_k - rows_p):
             values = [v for samples in k_rows[(family, row)].values() for _, v in samples]
-            reason = listed(family, (("id", row),), [], values)
+            reason = listed(family, next(iter(k_rows[(family, row)])), [], values)
             if reason:
                 listed_seen.add(f"{family}: {reason}")
             else:
                 problems.append(f"{family}: row only from the kubelet: {row}")
         for row in sorted(rows_p - rows_k):
             values = [v for samples in p_rows[(family, row)].values() for _, v in samples]
-            reason = listed(family, (("id", row),), values, [])
+            reason = listed(family, next(iter(p_rows[(family, row)])), values, [])
             if reason:
                 listed_seen.add(f"{family}: {reason}")
             else:
@@ -323,8 +324,9 @@ def compare_values(family, p_samples, k_samples, cpus):
             if abs(v - t) > 15:
                 return f"{v} is not the time of its reading {t:.0f}", 0, 0
         return None, 0, 0
-    slack = CHARGE_BATCH_PAGES * PAGE * cpus if unit_of(family) == "bytes" else 0
-    counter = is_counter(family) or family == "container_cpu_usage_seconds_total"
+    counter = is_counter(family)
+    # The charge batch moves memory gauges; counters (failcnt, failures) get no slack.
+    slack = CHARGE_BATCH_PAGES * PAGE * cpus if unit_of(family) == "bytes" and not counter else 0
     pairs = apart = 0
     first_apart = None
     for t, v in p_samples:

@@ -81,8 +81,7 @@ fn samples(n: usize, random_ids: bool) -> Vec<ContainerSample> {
                 inode: i as u64,
                 dirs: Dirs::default(),
                 labels,
-                start_time: 1.7e9,
-                created: Default::default(),
+                created: std::time::Duration::from_secs(1_700_000_000),
                 files: Default::default(),
             });
             let p = Some(Pressure { some_total_usec: Some(1234), full_total_usec: Some(56) });

@@ -91,7 +91,6 @@ fn targets() -> Vec<Arc<Target>> {
                 kind: CgroupKind::Container { pod_uid: uid(p), id, runtime: Runtime::Containerd },
                 inode: 0,
                 dirs: Default::default(),
-                start_time: 0.0,
                 created: Default::default(),
                 files: Default::default(),
             })

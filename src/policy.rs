@@ -116,7 +116,7 @@ pub fn apply_budget(
         let (ta, tb) = (&samples[a].target, &samples[b].target);
         drop_class(&ta.kind)
             .cmp(&drop_class(&tb.kind))
-            .then(tb.start_time.total_cmp(&ta.start_time))
+            .then(tb.start_time().total_cmp(&ta.start_time()))
             .then(tb.path.cmp(&ta.path))
     });
     let mut drop = vec![false; samples.len()];
@@ -157,8 +157,7 @@ mod tests {
                 inode: 0,
                 dirs: Default::default(),
                 labels: Labels::default(),
-                start_time: start,
-                created: Default::default(),
+                created: std::time::Duration::from_secs_f64(start),
                 files: Default::default(),
             }),
             labels: Arc::new(Resolved {

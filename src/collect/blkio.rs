@@ -7,6 +7,7 @@
 use super::{CollectorDef, Ctx, Tracked, Vanished};
 use crate::discovery::CgroupMode;
 use crate::parse::blkio::{self, BlkioKind, DeviceIo};
+use crate::reader::companion;
 use crate::snapshot::{ContainerStats, DeviceStats};
 
 pub const DEF: CollectorDef = CollectorDef {
@@ -35,18 +36,23 @@ fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Van
                 "blkio.throttle.io_serviced",
             ),
         ] {
+            // The operations first: the bytes move only when they do (reader/companion.rs).
+            let mut ops_key = None;
+            ctx.parse(t, dir, ops_file, |b| {
+                let parsed = blkio::blkio_v1(b, BlkioKind::Ops, &mut devices);
+                ops_key = parsed.is_ok().then(|| companion::key(b));
+                parsed
+            })?;
             if ctx
-                .parse(t, dir, bytes_file, |b| {
+                .parse_keyed(t, dir, bytes_file, ops_key, |b| {
                     blkio::blkio_v1(b, BlkioKind::Bytes, &mut devices)
                 })?
                 .is_some()
             {
-                ctx.parse(t, dir, ops_file, |b| {
-                    blkio::blkio_v1(b, BlkioKind::Ops, &mut devices)
-                })?;
                 found = true;
                 break;
             }
+            devices.clear();
         }
         found
     };

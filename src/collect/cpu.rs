@@ -3,6 +3,7 @@
 use super::{CollectorDef, Ctx, Tracked, Vanished};
 use crate::discovery::CgroupMode;
 use crate::parse::{cpu, single_u64};
+use crate::reader::companion;
 use crate::snapshot::ContainerStats;
 
 pub const DEF: CollectorDef = CollectorDef {
@@ -25,10 +26,16 @@ fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Van
         return Ok(());
     }
     let acct = t.dirs.cpuacct.as_deref();
-    if let Some(ns) = ctx.parse(t, acct, "cpuacct.usage", single_u64)? {
+    let mut usage_key = None;
+    if let Some(ns) = ctx.parse(t, acct, "cpuacct.usage", |b| {
+        let ns = single_u64(b)?;
+        usage_key = Some(companion::key(b));
+        Ok(ns)
+    })? {
         s.cpu_usage_seconds = Some(ns as f64 / 1e9);
     }
-    if let Some(st) = ctx.parse(t, acct, "cpuacct.stat", cpu::cpuacct_stat)? {
+    // Moves only when cpuacct.usage does (reader/companion.rs).
+    if let Some(st) = ctx.parse_keyed(t, acct, "cpuacct.stat", usage_key, cpu::cpuacct_stat)? {
         s.cpu_user_seconds = Some(st.user_ticks as f64 / USER_HZ);
         s.cpu_system_seconds = Some(st.system_ticks as f64 / USER_HZ);
     }

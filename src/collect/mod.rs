@@ -101,6 +101,9 @@ pub struct Ctx {
     /// podstat's own PID as `proc_root` numbers it (its `self` link: a host /proc mounted in
     /// a container shows the host's number).
     pub own_pid: Option<u32>,
+    /// Whether the size of a `/proc/<pid>/fd` directory is its number of open descriptors
+    /// (Linux 6.2 on; before, it is 0), seen on podstat's own, which always has some.
+    pub fd_dir_sizes: bool,
 }
 
 /// How long host figures (`machine_cpu_cores`, MemTotal and SwapTotal) are kept. They change
@@ -135,6 +138,7 @@ impl Ctx {
         let own_pid = std::fs::read_link(proc_root.join("self"))
             .ok()
             .and_then(|l| l.to_str().and_then(|l| l.parse().ok()));
+        let fd_dir_sizes = std::fs::metadata(proc_root.join("self/fd")).is_ok_and(|m| m.len() > 0);
         Ctx {
             reader,
             mode,
@@ -155,6 +159,7 @@ impl Ctx {
             pids_listed: false,
             keep_pids: false,
             own_pid,
+            fd_dir_sizes,
         }
     }
 
@@ -169,6 +174,19 @@ impl Ctx {
         name: &'static str,
         parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
     ) -> Result<Option<T>, Vanished> {
+        self.parse_keyed(target, dir, name, None, parse)
+    }
+
+    /// [`Ctx::parse`] of a counter that moves only with a companion read before it, whose
+    /// content had `key` ([`crate::reader::companion::key`]); None: no companion was read.
+    pub fn parse_keyed<T>(
+        &mut self,
+        target: &Target,
+        dir: Option<&Path>,
+        name: &'static str,
+        key: Option<u64>,
+        parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
+    ) -> Result<Option<T>, Vanished> {
         self.last_absent = true;
         let Some(dir) = dir else { return Ok(None) };
         // A v1 PID list read through a kept descriptor is the list made at its first read
@@ -178,7 +196,10 @@ impl Ctx {
         let stale_if_kept = self.mode != CgroupMode::V2 && matches!(name, "cgroup.procs" | "tasks");
         let read = if target.dirs.owns(dir) && !stale_if_kept {
             let mut files = target.files.lock().unwrap_or_else(|p| p.into_inner());
-            self.reader.read_cached(&mut files, dir, name)
+            match key {
+                Some(key) => self.reader.read_cached_keyed(&mut files, dir, name, key),
+                None => self.reader.read_cached(&mut files, dir, name),
+            }
         } else {
             self.reader.read(dir, name).map(Some)
         };
@@ -381,15 +402,9 @@ impl Engine {
     ) -> Vec<(Tracked, Arc<Resolved>)> {
         let now = Instant::now();
         let mut rows = Vec::with_capacity(targets.len());
-        // Identity, not content: the set only tells which of these Arcs is its pod's sandbox.
-        let sandboxes: std::collections::HashSet<*const Target> =
-            first_unlisted_by_pod(&targets, index)
-                .into_values()
-                .map(|t| t as *const Target)
-                .collect();
+        let sandboxes = first_unlisted_by_pod(&targets, index);
         self.states.begin_collection();
-        for target in targets {
-            let is_first = sandboxes.contains(&Arc::as_ptr(&target));
+        for (target, is_first) in targets.into_iter().zip(sandboxes) {
             let target = self.states.track(target);
             let (labels, fresh) =
                 resolve_cached(&target, &target.state.resolved, index, &self.join, is_first);

@@ -108,7 +108,6 @@ mod tests {
             inode,
             dirs: Dirs::default(),
             labels: Labels::default(),
-            start_time: 0.0,
             created: Default::default(),
             files: Default::default(),
         })

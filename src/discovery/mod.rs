@@ -75,10 +75,9 @@ pub struct Target {
     pub dirs: Dirs,
     /// The labels known from the path alone (`id`, and `name` for containers).
     pub labels: Labels,
-    /// Creation time (unix seconds): the earliest mtime of the cgroup directory and its
-    /// `cgroup.procs`, as cAdvisor derives it for containerd and raw cgroups.
-    pub start_time: f64,
-    /// The same, to the nanosecond: which of a pod's unlisted cgroups came first (its sandbox).
+    /// Creation time since the Unix epoch: the earliest mtime of the cgroup directory and its
+    /// `cgroup.procs`, as cAdvisor derives it for containerd and raw cgroups. To the
+    /// nanosecond, which tells which of a pod's unlisted cgroups came first (its sandbox).
     pub created: std::time::Duration,
     /// Descriptors kept open for this cgroup's files; closed when the target is dropped.
     pub files: Mutex<FileCache>,
@@ -115,17 +114,21 @@ impl Target {
             ..Labels::default()
         };
         let created = dirs.main().and_then(creation_time).unwrap_or_default();
-        let start_time = created.as_secs() as f64;
         Target {
             path,
             kind,
             inode,
             dirs,
             labels,
-            start_time,
             created,
             files: Mutex::new(FileCache::default()),
         }
+    }
+
+    /// Creation time in whole seconds since the Unix epoch, as cAdvisor reports it
+    /// (`container_start_time_seconds`); 0 when unknown.
+    pub fn start_time(&self) -> f64 {
+        self.created.as_secs() as f64
     }
 
     /// The pod this target belongs to, if any.

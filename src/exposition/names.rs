@@ -472,7 +472,7 @@ pub const CONTAINER_FAMILIES: &[Family] = &[
     Family { name: "container_start_time_seconds", kind: Gauge, group: "spec", labels: "",
         help: "Start time of the cgroup since the Unix epoch, in seconds.",
         source: "earliest mtime of the cgroup directory and its cgroup.procs, whole seconds",
-        emit: |x, o| o.f(Some(x.target.start_time).filter(|&t| t > 0.0)) },
+        emit: |x, o| o.f(Some(x.target.start_time()).filter(|&t| t > 0.0)) },
     Family { name: "container_tasks_state", kind: Gauge, group: "tasks", labels: "state",
         help: "Threads of the cgroup by state (running, sleeping, uninterruptible, stopped).",
         source: "state letter of /proc/<tid>/stat over v1 tasks / v2 cgroup.threads",
@@ -761,8 +761,7 @@ mod tests {
                 inode: i as u64,
                 dirs: Default::default(),
                 labels,
-                start_time: 1.0,
-                created: Default::default(),
+                created: std::time::Duration::from_secs(1),
                 files: Default::default(),
             }),
             stats: ContainerStats {

@@ -75,7 +75,7 @@ pub const SELF_FAMILIES: &[Family<()>] = &[
     Family { name: "podstat_series_dropped_total", kind: Counter, group: "self", labels: "reason", source: "", emit: (),
         help: "Container series left out by the series budget (reason=\"max_series\"), summed over collections." },
     Family { name: "podstat_settled_watches", kind: Gauge, group: "self", labels: "", source: "", emit: (),
-        help: "Cgroup files watched with inotify for writes (limits, weights, v2 memory.events), which are read again only after one ([reader] watch_settled); 0 when off." },
+        help: "Cgroup files watched with inotify for writes (limits, weights, v2 memory.events, v1 memory.failcnt), which are read again only after one ([reader] watch_settled); 0 when off." },
 ];
 
 fn help(name: &str) -> (&'static str, MetricType) {

@@ -137,14 +137,12 @@ pub fn resolve(
     }
 }
 
-/// Per pod UID, the container cgroup the index does not know that was made first (by
-/// creation time, then path): the pod's sandbox. Pods the index does not know are left out.
-pub fn first_unlisted_by_pod<'a>(
-    targets: &'a [Arc<Target>],
-    index: &MetaIndex,
-) -> std::collections::HashMap<&'a str, &'a Target> {
-    let mut first: std::collections::HashMap<&str, &Target> = std::collections::HashMap::new();
-    for target in targets {
+/// Which of `targets` is its pod's sandbox: per pod UID, the container cgroup the index does
+/// not know that was made first (by creation time, then path). Parallel to `targets`; pods the
+/// index does not know have none.
+pub fn first_unlisted_by_pod(targets: &[Arc<Target>], index: &MetaIndex) -> Vec<bool> {
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, target) in targets.iter().enumerate() {
         let CgroupKind::Container { pod_uid, id, .. } = &target.kind else {
             continue;
         };
@@ -155,13 +153,17 @@ pub fn first_unlisted_by_pod<'a>(
         first
             .entry(pod_uid.as_str())
             .and_modify(|f| {
-                if earlier(target, f) {
-                    *f = target;
+                if earlier(target, &targets[*f]) {
+                    *f = i;
                 }
             })
-            .or_insert(target);
+            .or_insert(i);
     }
-    first
+    let mut flags = vec![false; targets.len()];
+    for i in first.into_values() {
+        flags[i] = true;
+    }
+    flags
 }
 
 /// The target's labels for `index`, from `cache` (the target's last rendering) when the
@@ -246,7 +248,6 @@ mod tests {
             },
             inode: 0,
             dirs: Default::default(),
-            start_time: created_s as f64,
             created: Duration::from_secs(created_s),
             files: Default::default(),
         })
@@ -286,8 +287,7 @@ mod tests {
             container(SANDBOX, 100),
         ];
         let first = first_unlisted_by_pod(&targets, &index);
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[POD].path, targets[2].path);
+        assert_eq!(first, [false, false, true]);
 
         let policy = policy();
         let sandbox = resolve(&targets[2], &index, &policy, true);

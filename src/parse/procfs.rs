@@ -295,15 +295,12 @@ pub fn limits_max_open_files(bytes: &[u8]) -> Result<f64, ParseError> {
 /// The state letter of `/proc/<tid>/stat` (the field after the command, which may itself hold
 /// spaces and parentheses: the last `)` ends it).
 pub fn stat_state(bytes: &[u8]) -> Result<u8, ParseError> {
-    let close = bytes
-        .iter()
-        .rposition(|&b| b == b')')
-        .ok_or(ParseError::BadLine {
-            line: 1,
-            reason: "stat: no `)` after the command",
-        })?;
-    bytes
-        .get(close + 2)
+    let (_, after) = stat_split(bytes).ok_or(ParseError::BadLine {
+        line: 1,
+        reason: "stat: no `(command)`",
+    })?;
+    after
+        .get(1)
         .copied()
         .filter(u8::is_ascii_alphabetic)
         .ok_or(ParseError::BadLine {
@@ -312,14 +309,19 @@ pub fn stat_state(bytes: &[u8]) -> Result<u8, ParseError> {
         })
 }
 
+/// A `/proc/<pid>/stat` line split around its command: the command runs from the first `(` to
+/// the last `)` (a command may itself hold both), and the fields follow the last `)`.
+fn stat_split(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let open = bytes.iter().position(|&b| b == b'(')?;
+    let close = bytes.iter().rposition(|&b| b == b')')?;
+    Some((bytes.get(open + 1..close)?, bytes.get(close + 1..)?))
+}
+
 /// The command and the parent PID of `/proc/<pid>/stat`: the command runs from the first `(`
 /// to the last `)` (it may itself hold both), the parent is the second field after it.
 pub fn stat_comm_ppid(bytes: &[u8]) -> Option<(&[u8], u32)> {
-    let open = bytes.iter().position(|&b| b == b'(')?;
-    let close = bytes.iter().rposition(|&b| b == b')')?;
-    let comm = bytes.get(open + 1..close)?;
-    let ppid = bytes
-        .get(close + 1..)?
+    let (comm, after) = stat_split(bytes)?;
+    let ppid = after
         .split(|&b| b == b' ')
         .filter(|f| !f.is_empty())
         .nth(1)?;

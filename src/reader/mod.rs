@@ -16,9 +16,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use crate::config::MaxOpenFiles;
 
+pub mod companion;
+pub mod gated;
 pub mod settled;
 
 pub use settled::Settled;
@@ -251,6 +254,26 @@ enum Slot {
         stamp: Stamp,
         watch: FileWatch,
     },
+    /// A counter that a setting can stop (see [`gated`]): its content at the stamped read,
+    /// served while the setting stops it. The descriptor is kept only while it does not (a
+    /// read while the gate is open stamps nothing that can be served).
+    Gated {
+        kept: Option<KeptFile>,
+        bytes: Box<[u8]>,
+        stamp: Stamp,
+        /// For a counter that a write resets.
+        watch: Option<FileWatch>,
+    },
+    /// A counter that moves only with a companion read before it (see [`companion`]): its
+    /// content at the last read, served while the companion's key is what it was then. The
+    /// descriptor is closed while it is served.
+    Keyed {
+        kept: Option<KeptFile>,
+        bytes: Box<[u8]>,
+        /// The companion's key at the last read; None: nothing to serve yet.
+        key: Option<u64>,
+        at: Instant,
+    },
 }
 
 /// Reads skipped before an absent file is looked up again.
@@ -297,6 +320,14 @@ impl FileCache {
         }
     }
 
+    /// The slot of `name` in the directory `dir_key`, leaving where the next lookup starts.
+    fn peek(&self, dir_key: usize, name: &str) -> Option<&Slot> {
+        self.slots
+            .iter()
+            .find(|(n, d, _)| *d == dir_key && *n == name)
+            .map(|(_, _, slot)| slot)
+    }
+
     /// The slot of `name` in the directory `dir_key`; the next lookup starts after it.
     fn find(&mut self, dir_key: usize, name: &'static str) -> Option<usize> {
         // Names are literals: the same address almost always, so that is compared first.
@@ -315,8 +346,24 @@ impl FileCache {
     pub fn open_count(&self) -> usize {
         self.slots
             .iter()
-            .filter(|(_, _, s)| matches!(s, Slot::Open(_)))
+            .filter(|(_, _, s)| {
+                matches!(
+                    s,
+                    Slot::Open(_)
+                        | Slot::Gated { kept: Some(_), .. }
+                        | Slot::Keyed { kept: Some(_), .. }
+                )
+            })
             .count()
+    }
+}
+
+/// Copies `content` into `bytes`, reusing its allocation when the length is the same.
+fn store(bytes: &mut Box<[u8]>, content: &[u8]) {
+    if bytes.len() == content.len() {
+        bytes.copy_from_slice(content);
+    } else {
+        *bytes = content.into();
     }
 }
 
@@ -508,6 +555,15 @@ impl Reader {
                 }
             }
         }
+        if let Some(gate) = gated::gate_of(name) {
+            if let Some(settled) = self.settled.clone() {
+                match self.read_gated(&settled, cache, dir_key, dir, name, gate) {
+                    Some(Ok(len)) => return Ok(len.map(|len| &self.buf[..len])),
+                    Some(Err(e)) => return Err(e),
+                    None => {}
+                }
+            }
+        }
         if let Some(i) = cache.find(dir_key, name) {
             match &mut cache.slots[i].2 {
                 Slot::Open(kept) => {
@@ -528,7 +584,10 @@ impl Reader {
                     *skip -= 1;
                     return Ok(None);
                 }
-                Slot::Absent { .. } | Slot::Settled { .. } => {
+                Slot::Absent { .. }
+                | Slot::Settled { .. }
+                | Slot::Gated { .. }
+                | Slot::Keyed { .. } => {
                     cache.slots.swap_remove(i);
                 }
             }
@@ -574,7 +633,7 @@ impl Reader {
                     cache.slots.swap_remove(i);
                 }
                 Slot::Settled { .. } | Slot::Absent { skip: 1.. } => return Some(i),
-                Slot::Open(_) => return None,
+                Slot::Open(_) | Slot::Gated { .. } | Slot::Keyed { .. } => return None,
                 Slot::Absent { skip: 0 } => {
                     cache.slots.swap_remove(i);
                 }
@@ -622,7 +681,7 @@ impl Reader {
                 return Ok(None);
             }
             // settled_slot hands out no kept file's slot.
-            Slot::Open(_) => return Ok(None),
+            Slot::Open(_) | Slot::Gated { .. } | Slot::Keyed { .. } => return Ok(None),
         };
         if settled.is_current(watch, stamp) {
             let len = bytes.len();
@@ -651,6 +710,227 @@ impl Reader {
                 Err(err)
             }
         }
+    }
+
+    /// Reads gated counter `name` (see [`gated`]): what was read before while its setting
+    /// stops it, else the file. None: the directory has no setting to go by (v2's `cpu.stat`;
+    /// a setting that could not be watched), the counter cannot be watched, or it is absent:
+    /// it is read as any other file. `Some(Ok(Some(len)))`: the content is `self.buf[..len]`.
+    fn read_gated(
+        &mut self,
+        settled: &Arc<Settled>,
+        cache: &mut FileCache,
+        dir_key: usize,
+        dir: &Path,
+        name: &'static str,
+        gate: &gated::Gate,
+    ) -> Option<Result<Option<usize>, ReadError>> {
+        // Some(at): the setting stops the counter, as read at `at` and not written since.
+        let stopped_since = match cache.peek(dir_key, gate.setting)? {
+            Slot::Settled {
+                bytes,
+                stamp,
+                watch,
+            } => (settled.is_current(watch, stamp) && (gate.stops)(bytes)).then(|| stamp.at()),
+            _ => return None,
+        };
+        let watch_it = || match gate.reset_by_write {
+            true => match settled.watch(dir, name) {
+                Ok(Some(watch)) => Some(Some(watch)),
+                Ok(None) | Err(_) => None,
+            },
+            false => Some(None),
+        };
+        let i = match cache.find(dir_key, name) {
+            Some(i) => i,
+            None => {
+                // Watched before its first read, so that no reset is missed.
+                let watch = watch_it()?;
+                let stamp = settled.stamp_of(watch.as_ref()).changed();
+                let bytes = Box::default();
+                let kept = None;
+                cache.push(
+                    name,
+                    dir_key,
+                    Slot::Gated {
+                        kept,
+                        bytes,
+                        stamp,
+                        watch,
+                    },
+                );
+                cache.slots.len() - 1
+            }
+        };
+        let slot = &mut cache.slots[i].2;
+        if let Slot::Open(_) = slot {
+            let watch = watch_it()?;
+            let stamp = settled.stamp_of(watch.as_ref()).changed();
+            let bytes = Box::default();
+            let was = std::mem::replace(
+                slot,
+                Slot::Gated {
+                    kept: None,
+                    bytes,
+                    stamp,
+                    watch,
+                },
+            );
+            if let (Slot::Open(file), Slot::Gated { kept, .. }) = (was, &mut *slot) {
+                *kept = Some(file);
+            }
+        }
+        let Slot::Gated {
+            kept,
+            bytes,
+            stamp,
+            watch,
+        } = slot
+        else {
+            // Absent: looked up again as any absent file is.
+            return None;
+        };
+        if let Some(since) = stopped_since {
+            if since < stamp.at() && settled.holds(watch.as_ref(), stamp) {
+                // Nothing can change it: its descriptor's kernel memory is not needed.
+                *kept = None;
+                let len = bytes.len();
+                if self.buf.len() < len {
+                    self.buf.resize(len, 0);
+                }
+                self.buf[..len].copy_from_slice(bytes);
+                return Some(Ok(Some(len)));
+            }
+        }
+        let before = settled.stamp_of(watch.as_ref());
+        match self.read_through(kept, dir, name, stopped_since.is_none()) {
+            Ok(len) => {
+                if stopped_since.is_some() {
+                    // Read after the setting that stops it: good until either is written.
+                    *kept = None;
+                    store(bytes, &self.buf[..len]);
+                    *stamp = before;
+                } else {
+                    // It may move: nothing of this read is served later.
+                    *stamp = before.changed();
+                }
+                Some(Ok(Some(len)))
+            }
+            Err(e) => {
+                self.set_path(dir, name);
+                let err = classify(&self.path, e);
+                cache.failed(i, &err);
+                Some(Err(err))
+            }
+        }
+    }
+
+    /// Reads `dir/name`, a counter that moves only with a companion file read before it in
+    /// the same collection (see [`companion`]), whose content gave `key`: while the key is the
+    /// one of the last read (and that read is younger than the settled files' safety net),
+    /// what that read gave, with no read and no descriptor. Without settled files
+    /// (`[reader] watch_settled = false`) every read is made, as [`Reader::read_cached`] does.
+    pub fn read_cached_keyed(
+        &mut self,
+        cache: &mut FileCache,
+        dir: &Path,
+        name: &'static str,
+        key: u64,
+    ) -> Result<Option<&[u8]>, ReadError> {
+        let Some(refresh) = self.settled.as_ref().map(|s| s.refresh()) else {
+            return self.read_cached(cache, dir, name);
+        };
+        let dir_key = dir.as_os_str().as_encoded_bytes().as_ptr() as usize;
+        let i = match cache.find(dir_key, name) {
+            Some(i) => i,
+            None => {
+                let (kept, bytes, at) = (None, Box::default(), Instant::now());
+                cache.push(
+                    name,
+                    dir_key,
+                    Slot::Keyed {
+                        kept,
+                        bytes,
+                        key: None,
+                        at,
+                    },
+                );
+                cache.slots.len() - 1
+            }
+        };
+        let slot = &mut cache.slots[i].2;
+        if let Slot::Open(_) = slot {
+            let (bytes, at) = (Box::default(), Instant::now());
+            let was = std::mem::replace(
+                slot,
+                Slot::Keyed {
+                    kept: None,
+                    bytes,
+                    key: None,
+                    at,
+                },
+            );
+            if let (Slot::Open(file), Slot::Keyed { kept, .. }) = (was, &mut *slot) {
+                *kept = Some(file);
+            }
+        }
+        let Slot::Keyed {
+            kept,
+            bytes,
+            key: last_key,
+            at,
+        } = slot
+        else {
+            // Absent (or another kind of slot): as any other file.
+            return self.read_cached(cache, dir, name);
+        };
+        if *last_key == Some(key) && at.elapsed() < refresh {
+            *kept = None;
+            let len = bytes.len();
+            if self.buf.len() < len {
+                self.buf.resize(len, 0);
+            }
+            self.buf[..len].copy_from_slice(bytes);
+            return Ok(Some(&self.buf[..len]));
+        }
+        let before = Instant::now();
+        match self.read_through(kept, dir, name, true) {
+            Ok(len) => {
+                store(bytes, &self.buf[..len]);
+                (*last_key, *at) = (Some(key), before);
+                Ok(Some(&self.buf[..len]))
+            }
+            Err(e) => {
+                self.set_path(dir, name);
+                let err = classify(&self.path, e);
+                cache.failed(i, &err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Reads `dir/name` through `kept` when it holds a descriptor, else opens it, keeping the
+    /// descriptor in `kept` if `keep` and the budget allow. Returns the length read into the
+    /// buffer.
+    fn read_through(
+        &mut self,
+        kept: &mut Option<KeptFile>,
+        dir: &Path,
+        name: &str,
+        keep: bool,
+    ) -> std::io::Result<usize> {
+        let short_is_end = short_read_is_end(name);
+        if let Some(file) = kept {
+            return read_whole(&file.file, &mut self.buf, short_is_end);
+        }
+        self.set_path(dir, name);
+        self.opens += 1;
+        let file = open_kernel_file(&self.path)?;
+        let len = read_whole(&file, &mut self.buf, short_is_end)?;
+        if keep {
+            *kept = self.budget.as_ref().and_then(|b| b.try_keep(file));
+        }
+        Ok(len)
     }
 
     /// The path of the last read, for error messages.

@@ -121,6 +121,11 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// When the read it stamps began.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+
     /// This stamp with the change count moved on: current for no later check.
     pub fn changed(self) -> Stamp {
         Stamp {
@@ -231,6 +236,17 @@ impl Settled {
         }
     }
 
+    /// What a queue overflow does: every settled file is read again.
+    #[cfg(test)]
+    pub(super) fn overflowed(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long a read is trusted without an event: the safety net.
+    pub fn refresh(&self) -> Duration {
+        self.refresh
+    }
+
     /// Files watched now.
     pub fn watches(&self) -> usize {
         self.lock().by_watch.len()
@@ -238,16 +254,27 @@ impl Settled {
 
     /// The stamp to store with a read of the watched file made now.
     pub fn stamp(&self, file: &FileWatch) -> Stamp {
+        self.stamp_of(Some(file))
+    }
+
+    /// Whether a read stamped `then` still holds the file's content.
+    pub fn is_current(&self, file: &FileWatch, then: &Stamp) -> bool {
+        self.holds(Some(file), then)
+    }
+
+    /// [`Settled::stamp`] for a file that may have no watch (a gated counter no write
+    /// changes, see [`super::gated`]): then only the overflow epoch and the time count.
+    pub fn stamp_of(&self, file: Option<&FileWatch>) -> Stamp {
         Stamp {
-            changes: file.changes.load(Ordering::Relaxed),
+            changes: file.map_or(0, |f| f.changes.load(Ordering::Relaxed)),
             epoch: self.epoch.load(Ordering::Relaxed),
             at: Instant::now(),
         }
     }
 
-    /// Whether a read stamped `then` still holds the file's content.
-    pub fn is_current(&self, file: &FileWatch, then: &Stamp) -> bool {
-        then.changes == file.changes.load(Ordering::Relaxed)
+    /// [`Settled::is_current`] for a file that may have no watch.
+    pub fn holds(&self, file: Option<&FileWatch>, then: &Stamp) -> bool {
+        then.changes == file.map_or(0, |f| f.changes.load(Ordering::Relaxed))
             && then.epoch == self.epoch.load(Ordering::Relaxed)
             && then.at.elapsed() < self.refresh
     }

@@ -254,3 +254,322 @@ fn limits_written_between_scrapes_are_never_stale() {
     eprintln!("{writes} writes over 300 scrapes; {spared} descriptors spared, {watches} watches");
     drop((watched, unwatched));
 }
+
+/// A counter's value in `file` (`key` of a `key value` file, or the whole file).
+fn kernel_count(file: &std::path::Path, key: Option<&str>) -> f64 {
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    match key {
+        None => num(&text),
+        Some(key) => text
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .map(num)
+            .unwrap_or_else(|| panic!("no {key} in {}: {text:?}", file.display())),
+    }
+}
+
+/// v1 counters that a setting stops (`cpu.stat` without a quota, `memory.failcnt` without a
+/// limit) are read only after the setting lets them move (`src/reader/gated.rs`). Real cgroups
+/// with processes that get throttled and hit their memory limit; quotas and limits set and
+/// removed, and failcnt reset, at random between scrapes: every scrape must show a value the
+/// kernel showed between just before and just after it, which is the kernel's exact value
+/// whenever the counter did not move (the gated case).
+#[test]
+fn counters_a_setting_stops_are_never_stale() {
+    let _heavy = exclusive();
+    if skip_unless(is_root(), "root (creates cgroups)") {
+        return;
+    }
+    let hierarchies = hierarchies();
+    if skip_unless(
+        hierarchies.len() > 1,
+        "cgroup v1 (v2 has no gated counters)",
+    ) {
+        return;
+    }
+    let root_of = |controller: &str| {
+        hierarchies
+            .iter()
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
+            })
+            .unwrap_or_else(|| panic!("no {controller} hierarchy in {hierarchies:?}"))
+            .clone()
+    };
+    let (cpu, memory) = (root_of("cpu"), root_of("memory"));
+    let top = unique("podstat-gated-");
+    const CGROUPS: usize = 3;
+    let rels: Vec<String> = std::iter::once(top.clone())
+        .chain((0..CGROUPS).map(|i| format!("{top}/c{i}")))
+        .collect();
+    let _cgroups = crate::support::make_cgroups(&hierarchies, &rels);
+    let scratch = tempfile::tempdir_in("/var/tmp").expect("a directory on disk");
+    // Each cgroup: a process that runs about half the time (throttled under a quota), and one
+    // that rewrites an 8 MiB file (its page cache hits a 4 MiB limit, which counts failures).
+    let mut children = Vec::new();
+    for i in 0..CGROUPS {
+        let file = scratch.path().join(format!("c{i}"));
+        for script in [
+            "while :; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.01; done".to_string(),
+            format!(
+                "while :; do dd if=/dev/zero of={} bs=1M count=8 conv=notrunc 2>/dev/null; sleep 0.1; done",
+                file.display()
+            ),
+        ] {
+            let child = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .spawn()
+                .expect("spawn");
+            let child = crate::support::ChildGuard(child);
+            crate::support::move_into(&hierarchies, &format!("{top}/c{i}"), child.pid());
+            children.push(child);
+        }
+    }
+    let dir = |root: &std::path::Path, i: usize| root.join(format!("{top}/c{i}"));
+    // (family, file, key, hierarchy): the counters and where the kernel shows them.
+    let counters: [(&str, &str, Option<&str>, &std::path::Path); 4] = [
+        (
+            "container_cpu_cfs_periods_total",
+            "cpu.stat",
+            Some("nr_periods"),
+            &cpu,
+        ),
+        (
+            "container_cpu_cfs_throttled_periods_total",
+            "cpu.stat",
+            Some("nr_throttled"),
+            &cpu,
+        ),
+        (
+            "container_cpu_cfs_throttled_seconds_total",
+            "cpu.stat",
+            Some("throttled_time"),
+            &cpu,
+        ),
+        ("container_memory_failcnt", "memory.failcnt", None, &memory),
+    ];
+    let read_all = || -> Vec<f64> {
+        (0..CGROUPS)
+            .flat_map(|i| {
+                counters
+                    .iter()
+                    .map(move |(_, file, key, root)| kernel_count(&dir(root, i).join(file), *key))
+            })
+            .collect()
+    };
+    let has_quota = |i: usize| kernel_count(&dir(&cpu, i).join("cpu.cfs_quota_us"), None) >= 0.0;
+    let watched = agent(&top, true);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id()));
+    let (mut exact, mut changed, mut stopped_nonzero) = (0, 0, 0);
+    let mut last = vec![None; CGROUPS * counters.len()];
+    for round in 0..120 {
+        for i in 0..CGROUPS {
+            if rng.next(3) == 0 {
+                let quota = if rng.next(2) == 0 { "-1" } else { "2000" };
+                std::fs::write(dir(&cpu, i).join("cpu.cfs_quota_us"), quota).expect("quota");
+            }
+            if rng.next(4) == 0 {
+                let limit = if rng.next(2) == 0 { "-1" } else { "4194304" };
+                // The kernel refuses a limit below what it cannot reclaim: then it stays.
+                let _ = std::fs::write(dir(&memory, i).join("memory.limit_in_bytes"), limit);
+            }
+            if rng.next(6) == 0 {
+                std::fs::write(dir(&memory, i).join("memory.failcnt"), "0").expect("reset");
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(rng.next(60)));
+        let before = read_all();
+        let quotas: Vec<bool> = (0..CGROUPS).map(has_quota).collect();
+        let body = scrape(&watched);
+        let after = read_all();
+        for (i, &quota) in quotas.iter().enumerate() {
+            let id = format!("id=\"/{top}/c{i}\"");
+            for (k, (family, file, _, _)) in counters.iter().enumerate() {
+                let at = i * counters.len() + k;
+                let (lo, hi) = (before[at], after[at]);
+                let got = sample_value(&body, family, &[&id]);
+                let got = match got {
+                    // cAdvisor and podstat write the CFS counters only under a quota.
+                    None if *file == "cpu.stat" && !quota => continue,
+                    None => panic!("round {round}: no {family} for c{i}"),
+                    Some(got) => got,
+                };
+                let got = if family.ends_with("seconds_total") {
+                    got * 1e9
+                } else {
+                    got
+                };
+                // Seconds are written with their nanoseconds: compare in nanoseconds, to one.
+                assert!(
+                    got >= lo - 1.0 && got <= hi + 1.0,
+                    "round {round}: {family} of c{i} is {got}, the kernel's {file} went {lo} → {hi}"
+                );
+                exact += usize::from(lo == hi);
+                stopped_nonzero += usize::from(*file == "memory.failcnt" && lo == hi && lo > 0.0);
+                let slot = &mut last[at];
+                changed += usize::from(slot.is_some_and(|was| was != got));
+                *slot = Some(got);
+            }
+        }
+    }
+    eprintln!(
+        "{exact} readings the kernel held still during the scrape, {changed} that changed \
+         since the scrape before; {stopped_nonzero} still failure counts above 0"
+    );
+    // The test must have seen counters move and stop, or it proved nothing about the gate.
+    assert!(
+        changed > 50,
+        "only {changed} readings changed: nothing was throttled or limited"
+    );
+    assert!(
+        stopped_nonzero > 20,
+        "only {stopped_nonzero} still failcnt readings above 0"
+    );
+    drop(children);
+}
+
+/// The sum of every sample of `family` for the cgroup `id` (all its devices).
+fn sum_samples(body: &str, family: &str, id: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with('{') && l.contains(id))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The sum of `op` over every device of a v1 blkio file.
+fn blkio_sum(file: &std::path::Path, op: &str) -> f64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("read {}: {e}", file.display()))
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (device, o, v) = (f.next()?, f.next()?, f.next()?);
+            (device != "Total" && o == op).then(|| num(v))
+        })
+        .sum()
+}
+
+/// v1 counters read only when their companion moved (`src/reader/companion.rs`):
+/// `cpuacct.stat` after `cpuacct.usage`, the blkio bytes after the operations. Real cgroups
+/// whose processes run and do direct IO in bursts, so that some scrapes find them still and
+/// some moving: every scrape must show a value the kernel showed between just before and
+/// just after it (exactly it, whenever the counter stood still).
+#[test]
+fn counters_that_move_with_a_companion_are_never_stale() {
+    let _heavy = exclusive();
+    if skip_unless(is_root(), "root (creates cgroups)") {
+        return;
+    }
+    let hierarchies = hierarchies();
+    if skip_unless(
+        hierarchies.len() > 1,
+        "cgroup v1 (v2 has no companion files)",
+    ) {
+        return;
+    }
+    let root_of = |controller: &str| {
+        hierarchies
+            .iter()
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
+            })
+            .unwrap_or_else(|| panic!("no {controller} hierarchy in {hierarchies:?}"))
+            .clone()
+    };
+    let (cpuacct, blkio) = (root_of("cpuacct"), root_of("blkio"));
+    let top = unique("podstat-companion-");
+    const CGROUPS: usize = 3;
+    let rels: Vec<String> = std::iter::once(top.clone())
+        .chain((0..CGROUPS).map(|i| format!("{top}/c{i}")))
+        .collect();
+    let _cgroups = crate::support::make_cgroups(&hierarchies, &rels);
+    let scratch = tempfile::tempdir_in("/var/tmp").expect("a directory on disk");
+    // c0 runs in bursts, c1 writes and reads 1 MiB with O_DIRECT in bursts (so the IO is
+    // charged to it: buffered writeback is not, on v1), c2 does both, slower.
+    let mut children = Vec::new();
+    for (i, pause) in [(0, "0.3"), (1, "0.25"), (2, "0.7")] {
+        let file = scratch.path().join(format!("c{i}"));
+        let burn = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done";
+        let io = format!(
+            "dd if=/dev/zero of={f} bs=64k count=16 oflag=direct conv=notrunc 2>/dev/null; \
+             dd if={f} of=/dev/null bs=64k iflag=direct 2>/dev/null",
+            f = file.display()
+        );
+        let work = match i {
+            0 => burn.to_string(),
+            1 => io,
+            _ => format!("{burn}; {io}"),
+        };
+        let child = std::process::Command::new("sh")
+            .args(["-c", &format!("while :; do {work}; sleep {pause}; done")])
+            .spawn()
+            .expect("spawn");
+        let child = crate::support::ChildGuard(child);
+        crate::support::move_into(&hierarchies, &format!("{top}/c{i}"), child.pid());
+        children.push(child);
+    }
+    // The families compared, and each one's kernel reading in the kernel's unit (cpuacct.stat
+    // counts ticks of 1/100 s).
+    let counters = [
+        "container_cpu_user_seconds_total",
+        "container_cpu_system_seconds_total",
+        "container_fs_reads_bytes_total",
+        "container_fs_writes_bytes_total",
+    ];
+    let scale = |k: usize| if k < 2 { 100.0 } else { 1.0 };
+    let kernel = |i: usize, k: usize| {
+        let stat = cpuacct.join(format!("{top}/c{i}/cpuacct.stat"));
+        let bytes = blkio.join(format!(
+            "{top}/c{i}/blkio.throttle.io_service_bytes_recursive"
+        ));
+        match k {
+            0 => kernel_count(&stat, Some("user")),
+            1 => kernel_count(&stat, Some("system")),
+            2 => blkio_sum(&bytes, "Read"),
+            _ => blkio_sum(&bytes, "Write"),
+        }
+    };
+    let read_all = || -> Vec<f64> {
+        (0..CGROUPS)
+            .flat_map(|i| (0..counters.len()).map(move |k| (i, k)))
+            .map(|(i, k)| kernel(i, k))
+            .collect()
+    };
+    let watched = agent(&top, true);
+    let mut rng = Rng(0x9e6c_63d0_676a_9a99 ^ u64::from(std::process::id()));
+    let (mut still_nonzero, mut changed) = (0, 0);
+    let mut last = vec![None; CGROUPS * counters.len()];
+    for round in 0..150 {
+        std::thread::sleep(std::time::Duration::from_millis(rng.next(120)));
+        let before = read_all();
+        let body = scrape(&watched);
+        let after = read_all();
+        for i in 0..CGROUPS {
+            let id = format!("id=\"/{top}/c{i}\"");
+            for (k, family) in counters.iter().enumerate() {
+                let at = i * counters.len() + k;
+                let (lo, hi) = (before[at], after[at]);
+                let got = (sum_samples(&body, family, &id) * scale(k)).round();
+                assert!(
+                    got >= lo && got <= hi,
+                    "round {round}: {family} of c{i} is {got}, the kernel's went {lo} → {hi}"
+                );
+                still_nonzero += usize::from(lo == hi && lo > 0.0);
+                let slot = &mut last[at];
+                changed += usize::from(slot.is_some_and(|was| was != got));
+                *slot = Some(got);
+            }
+        }
+    }
+    eprintln!("{changed} readings changed since the scrape before, {still_nonzero} still above 0");
+    // Both kinds must have been seen, or the test proved nothing about the pairing.
+    assert!(changed > 60, "only {changed} readings changed");
+    assert!(
+        still_nonzero > 60,
+        "only {still_nonzero} still readings above 0"
+    );
+    drop(children);
+}

@@ -269,6 +269,70 @@ fn kernel_count(file: &std::path::Path, key: Option<&str>) -> f64 {
     }
 }
 
+/// Real v1 cgroups for a test of counters: `top` and its children `c0`.. in every hierarchy,
+/// with a scratch directory on disk; processes started in them are killed (by PID) before the
+/// cgroups are removed. None where the test cannot run (not root, or not v1).
+struct V1Cgroups {
+    hierarchies: Vec<std::path::PathBuf>,
+    top: String,
+    scratch: tempfile::TempDir,
+    // Dropped in this order: the processes, then their cgroups.
+    children: Vec<crate::support::ChildGuard>,
+    _guard: crate::support::CgroupGuard,
+}
+
+impl V1Cgroups {
+    fn new(prefix: &str, count: usize) -> Option<V1Cgroups> {
+        if skip_unless(is_root(), "root (creates cgroups)") {
+            return None;
+        }
+        let hierarchies = hierarchies();
+        if skip_unless(hierarchies.len() > 1, "cgroup v1 (v2 has no such counters)") {
+            return None;
+        }
+        let top = unique(prefix);
+        let rels: Vec<String> = std::iter::once(top.clone())
+            .chain((0..count).map(|i| format!("{top}/c{i}")))
+            .collect();
+        let guard = crate::support::make_cgroups(&hierarchies, &rels);
+        let scratch = tempfile::tempdir_in("/var/tmp").expect("a directory on disk");
+        Some(V1Cgroups {
+            hierarchies,
+            top,
+            scratch,
+            children: Vec::new(),
+            _guard: guard,
+        })
+    }
+
+    /// Child `i`'s directory in the hierarchy of `controller`.
+    fn dir(&self, controller: &str, i: usize) -> std::path::PathBuf {
+        self.hierarchies
+            .iter()
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
+            })
+            .unwrap_or_else(|| panic!("no {controller} hierarchy in {:?}", self.hierarchies))
+            .join(format!("{}/c{i}", self.top))
+    }
+
+    /// Runs `script` with sh in child `i` (every hierarchy).
+    fn run_in(&mut self, i: usize, script: &str) {
+        let child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .spawn()
+            .expect("spawn");
+        let child = crate::support::ChildGuard(child);
+        crate::support::move_into(
+            &self.hierarchies,
+            &format!("{}/c{i}", self.top),
+            child.pid(),
+        );
+        self.children.push(child);
+    }
+}
+
 /// v1 counters that a setting stops (`cpu.stat` without a quota, `memory.failcnt` without a
 /// limit) are read only after the setting lets them move (`src/reader/gated.rs`). Real cgroups
 /// with processes that get throttled and hit their memory limit; quotas and limits set and
@@ -278,88 +342,59 @@ fn kernel_count(file: &std::path::Path, key: Option<&str>) -> f64 {
 #[test]
 fn counters_a_setting_stops_are_never_stale() {
     let _heavy = exclusive();
-    if skip_unless(is_root(), "root (creates cgroups)") {
-        return;
-    }
-    let hierarchies = hierarchies();
-    if skip_unless(
-        hierarchies.len() > 1,
-        "cgroup v1 (v2 has no gated counters)",
-    ) {
-        return;
-    }
-    let root_of = |controller: &str| {
-        hierarchies
-            .iter()
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
-            })
-            .unwrap_or_else(|| panic!("no {controller} hierarchy in {hierarchies:?}"))
-            .clone()
-    };
-    let (cpu, memory) = (root_of("cpu"), root_of("memory"));
-    let top = unique("podstat-gated-");
     const CGROUPS: usize = 3;
-    let rels: Vec<String> = std::iter::once(top.clone())
-        .chain((0..CGROUPS).map(|i| format!("{top}/c{i}")))
-        .collect();
-    let _cgroups = crate::support::make_cgroups(&hierarchies, &rels);
-    let scratch = tempfile::tempdir_in("/var/tmp").expect("a directory on disk");
+    let Some(mut cgroups) = V1Cgroups::new("podstat-gated-", CGROUPS) else {
+        return;
+    };
     // Each cgroup: a process that runs about half the time (throttled under a quota), and one
     // that rewrites an 8 MiB file (its page cache hits a 4 MiB limit, which counts failures).
-    let mut children = Vec::new();
     for i in 0..CGROUPS {
-        let file = scratch.path().join(format!("c{i}"));
-        for script in [
-            "while :; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.01; done".to_string(),
-            format!(
+        let file = cgroups.scratch.path().join(format!("c{i}"));
+        cgroups.run_in(
+            i,
+            "while :; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.01; done",
+        );
+        cgroups.run_in(
+            i,
+            &format!(
                 "while :; do dd if=/dev/zero of={} bs=1M count=8 conv=notrunc 2>/dev/null; sleep 0.1; done",
                 file.display()
             ),
-        ] {
-            let child = std::process::Command::new("sh")
-                .args(["-c", &script])
-                .spawn()
-                .expect("spawn");
-            let child = crate::support::ChildGuard(child);
-            crate::support::move_into(&hierarchies, &format!("{top}/c{i}"), child.pid());
-            children.push(child);
-        }
+        );
     }
-    let dir = |root: &std::path::Path, i: usize| root.join(format!("{top}/c{i}"));
-    // (family, file, key, hierarchy): the counters and where the kernel shows them.
-    let counters: [(&str, &str, Option<&str>, &std::path::Path); 4] = [
+    let top = cgroups.top.clone();
+    // (family, file, key, controller): the counters and where the kernel shows them.
+    let counters: [(&str, &str, Option<&str>, &str); 4] = [
         (
             "container_cpu_cfs_periods_total",
             "cpu.stat",
             Some("nr_periods"),
-            &cpu,
+            "cpu",
         ),
         (
             "container_cpu_cfs_throttled_periods_total",
             "cpu.stat",
             Some("nr_throttled"),
-            &cpu,
+            "cpu",
         ),
         (
             "container_cpu_cfs_throttled_seconds_total",
             "cpu.stat",
             Some("throttled_time"),
-            &cpu,
+            "cpu",
         ),
-        ("container_memory_failcnt", "memory.failcnt", None, &memory),
+        ("container_memory_failcnt", "memory.failcnt", None, "memory"),
     ];
     let read_all = || -> Vec<f64> {
         (0..CGROUPS)
-            .flat_map(|i| {
-                counters
-                    .iter()
-                    .map(move |(_, file, key, root)| kernel_count(&dir(root, i).join(file), *key))
+            .flat_map(|i| counters.iter().map(move |counter| (i, counter)))
+            .map(|(i, (_, file, key, controller))| {
+                kernel_count(&cgroups.dir(controller, i).join(file), *key)
             })
             .collect()
     };
-    let has_quota = |i: usize| kernel_count(&dir(&cpu, i).join("cpu.cfs_quota_us"), None) >= 0.0;
+    let has_quota =
+        |i: usize| kernel_count(&cgroups.dir("cpu", i).join("cpu.cfs_quota_us"), None) >= 0.0;
     let watched = agent(&top, true);
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id()));
     let (mut exact, mut changed, mut stopped_nonzero) = (0, 0, 0);
@@ -368,15 +403,20 @@ fn counters_a_setting_stops_are_never_stale() {
         for i in 0..CGROUPS {
             if rng.next(3) == 0 {
                 let quota = if rng.next(2) == 0 { "-1" } else { "2000" };
-                std::fs::write(dir(&cpu, i).join("cpu.cfs_quota_us"), quota).expect("quota");
+                std::fs::write(cgroups.dir("cpu", i).join("cpu.cfs_quota_us"), quota)
+                    .expect("quota");
             }
             if rng.next(4) == 0 {
                 let limit = if rng.next(2) == 0 { "-1" } else { "4194304" };
                 // The kernel refuses a limit below what it cannot reclaim: then it stays.
-                let _ = std::fs::write(dir(&memory, i).join("memory.limit_in_bytes"), limit);
+                let _ = std::fs::write(
+                    cgroups.dir("memory", i).join("memory.limit_in_bytes"),
+                    limit,
+                );
             }
             if rng.next(6) == 0 {
-                std::fs::write(dir(&memory, i).join("memory.failcnt"), "0").expect("reset");
+                std::fs::write(cgroups.dir("memory", i).join("memory.failcnt"), "0")
+                    .expect("reset");
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(rng.next(60)));
@@ -427,7 +467,6 @@ fn counters_a_setting_stops_are_never_stale() {
         stopped_nonzero > 20,
         "only {stopped_nonzero} still failcnt readings above 0"
     );
-    drop(children);
 }
 
 /// The sum of every sample of `family` for the cgroup `id` (all its devices).
@@ -459,39 +498,14 @@ fn blkio_sum(file: &std::path::Path, op: &str) -> f64 {
 #[test]
 fn counters_that_move_with_a_companion_are_never_stale() {
     let _heavy = exclusive();
-    if skip_unless(is_root(), "root (creates cgroups)") {
-        return;
-    }
-    let hierarchies = hierarchies();
-    if skip_unless(
-        hierarchies.len() > 1,
-        "cgroup v1 (v2 has no companion files)",
-    ) {
-        return;
-    }
-    let root_of = |controller: &str| {
-        hierarchies
-            .iter()
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
-            })
-            .unwrap_or_else(|| panic!("no {controller} hierarchy in {hierarchies:?}"))
-            .clone()
-    };
-    let (cpuacct, blkio) = (root_of("cpuacct"), root_of("blkio"));
-    let top = unique("podstat-companion-");
     const CGROUPS: usize = 3;
-    let rels: Vec<String> = std::iter::once(top.clone())
-        .chain((0..CGROUPS).map(|i| format!("{top}/c{i}")))
-        .collect();
-    let _cgroups = crate::support::make_cgroups(&hierarchies, &rels);
-    let scratch = tempfile::tempdir_in("/var/tmp").expect("a directory on disk");
+    let Some(mut cgroups) = V1Cgroups::new("podstat-companion-", CGROUPS) else {
+        return;
+    };
     // c0 runs in bursts, c1 writes and reads 1 MiB with O_DIRECT in bursts (so the IO is
     // charged to it: buffered writeback is not, on v1), c2 does both, slower.
-    let mut children = Vec::new();
     for (i, pause) in [(0, "0.3"), (1, "0.25"), (2, "0.7")] {
-        let file = scratch.path().join(format!("c{i}"));
+        let file = cgroups.scratch.path().join(format!("c{i}"));
         let burn = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done";
         let io = format!(
             "dd if=/dev/zero of={f} bs=64k count=16 oflag=direct conv=notrunc 2>/dev/null; \
@@ -503,14 +517,9 @@ fn counters_that_move_with_a_companion_are_never_stale() {
             1 => io,
             _ => format!("{burn}; {io}"),
         };
-        let child = std::process::Command::new("sh")
-            .args(["-c", &format!("while :; do {work}; sleep {pause}; done")])
-            .spawn()
-            .expect("spawn");
-        let child = crate::support::ChildGuard(child);
-        crate::support::move_into(&hierarchies, &format!("{top}/c{i}"), child.pid());
-        children.push(child);
+        cgroups.run_in(i, &format!("while :; do {work}; sleep {pause}; done"));
     }
+    let top = cgroups.top.clone();
     // The families compared, and each one's kernel reading in the kernel's unit (cpuacct.stat
     // counts ticks of 1/100 s).
     let counters = [
@@ -521,10 +530,10 @@ fn counters_that_move_with_a_companion_are_never_stale() {
     ];
     let scale = |k: usize| if k < 2 { 100.0 } else { 1.0 };
     let kernel = |i: usize, k: usize| {
-        let stat = cpuacct.join(format!("{top}/c{i}/cpuacct.stat"));
-        let bytes = blkio.join(format!(
-            "{top}/c{i}/blkio.throttle.io_service_bytes_recursive"
-        ));
+        let stat = cgroups.dir("cpuacct", i).join("cpuacct.stat");
+        let bytes = cgroups
+            .dir("blkio", i)
+            .join("blkio.throttle.io_service_bytes_recursive");
         match k {
             0 => kernel_count(&stat, Some("user")),
             1 => kernel_count(&stat, Some("system")),
@@ -571,5 +580,4 @@ fn counters_that_move_with_a_companion_are_never_stale() {
         still_nonzero > 60,
         "only {still_nonzero} still readings above 0"
     );
-    drop(children);
 }

@@ -28,6 +28,10 @@ for h in /sys/fs/cgroup/*/; do
   [[ -e "$h/cgroup.procs" && "$(basename "$h")" != unified ]] && hierarchies+=("$h")
 done
 [[ ${#hierarchies[@]} -gt 0 ]] || hierarchies=(/sys/fs/cgroup)
+# On a hybrid host runc also makes each container's cgroup in the unified tree (under the
+# kubelet's cgroup root): emptied and removed with the others.
+unified=()
+[[ -e /sys/fs/cgroup/unified/cgroup.procs ]] && unified=(/sys/fs/cgroup/unified)
 
 # Kills every process in a cgroup tree, by PID, until none is left, then removes the tree.
 empty_and_remove() {
@@ -46,7 +50,7 @@ cleanup() {
   local rc=$?
   set +e
   for h in "${hierarchies[@]}"; do empty_and_remove "$h/$control"; done
-  for h in "${hierarchies[@]}"; do empty_and_remove "$h/$cgroup_root"; done
+  for h in "${hierarchies[@]}" "${unified[@]}"; do empty_and_remove "$h/$cgroup_root"; done
   # The namespace's mounts went with its last process; what is left is plain files.
   if [[ "${CLUSTER_KEEP_STATE:-0}" == 1 || $rc -ne 0 ]]; then
     echo "cluster: state and logs kept in $state"

@@ -367,6 +367,17 @@ fn store(bytes: &mut Box<[u8]>, content: &[u8]) {
     }
 }
 
+/// The descriptor of a kept file's slot, taken out of it (the slot is left to be replaced).
+fn take_open(slot: &mut Slot) -> Option<KeptFile> {
+    match std::mem::replace(slot, Slot::Absent { skip: 0 }) {
+        Slot::Open(file) => Some(file),
+        other => {
+            *slot = other;
+            None
+        }
+    }
+}
+
 /// Reads whole small files into a reused buffer.
 pub struct Reader {
     buf: Vec<u8>,
@@ -570,14 +581,9 @@ impl Reader {
                     let result = read_whole(&kept.file, &mut self.buf, short_read_is_end(name));
                     return match result {
                         Ok(len) => Ok(Some(&self.buf[..len])),
-                        Err(e) => {
-                            self.set_path(dir, name);
-                            let err = classify(&self.path, e);
-                            // A failed descriptor is not trusted again: the next read reopens,
-                            // or, for a file whose feature is off, waits as for an absent one.
-                            cache.failed(i, &err);
-                            Err(err)
-                        }
+                        // A failed descriptor is not trusted again: the next read reopens, or,
+                        // for a file whose feature is off, waits as for an absent one.
+                        Err(e) => Err(self.slot_failed(cache, i, dir, name, e)),
                     };
                 }
                 Slot::Absent { skip } if *skip > 0 => {
@@ -684,31 +690,19 @@ impl Reader {
             Slot::Open(_) | Slot::Gated { .. } | Slot::Keyed { .. } => return Ok(None),
         };
         if settled.is_current(watch, stamp) {
-            let len = bytes.len();
-            if self.buf.len() < len {
-                self.buf.resize(len, 0);
-            }
-            self.buf[..len].copy_from_slice(bytes);
+            let len = self.serve(bytes);
             return Ok(Some(&self.buf[..len]));
         }
         let before = settled.stamp(watch);
-        self.set_path(dir, name);
-        self.opens += 1;
-        let read = open_kernel_file(&self.path)
-            .and_then(|file| read_whole(&file, &mut self.buf, short_read_is_end(name)));
-        match read {
+        match self.read_through(&mut None, dir, name, false) {
             Ok(len) => {
-                *bytes = self.buf[..len].into();
+                store(bytes, &self.buf[..len]);
                 *stamp = before;
                 Ok(Some(&self.buf[..len]))
             }
-            Err(e) => {
-                let err = classify(&self.path, e);
-                // Gone or its feature off: looked up (and watched) again later, as an absent
-                // file is; any other failure: watched and read afresh next time.
-                cache.failed(i, &err);
-                Err(err)
-            }
+            // Gone or its feature off: looked up (and watched) again later, as an absent file
+            // is; any other failure: watched and read afresh next time.
+            Err(e) => Err(self.slot_failed(cache, i, dir, name, e)),
         }
     }
 
@@ -764,21 +758,17 @@ impl Reader {
         };
         let slot = &mut cache.slots[i].2;
         if let Slot::Open(_) = slot {
+            // A file first read before its setting was: it keeps its descriptor.
             let watch = watch_it()?;
             let stamp = settled.stamp_of(watch.as_ref()).changed();
             let bytes = Box::default();
-            let was = std::mem::replace(
-                slot,
-                Slot::Gated {
-                    kept: None,
-                    bytes,
-                    stamp,
-                    watch,
-                },
-            );
-            if let (Slot::Open(file), Slot::Gated { kept, .. }) = (was, &mut *slot) {
-                *kept = Some(file);
-            }
+            let kept = take_open(slot);
+            *slot = Slot::Gated {
+                kept,
+                bytes,
+                stamp,
+                watch,
+            };
         }
         let Slot::Gated {
             kept,
@@ -794,12 +784,7 @@ impl Reader {
             if since < stamp.at() && settled.holds(watch.as_ref(), stamp) {
                 // Nothing can change it: its descriptor's kernel memory is not needed.
                 *kept = None;
-                let len = bytes.len();
-                if self.buf.len() < len {
-                    self.buf.resize(len, 0);
-                }
-                self.buf[..len].copy_from_slice(bytes);
-                return Some(Ok(Some(len)));
+                return Some(Ok(Some(self.serve(bytes))));
             }
         }
         let before = settled.stamp_of(watch.as_ref());
@@ -816,12 +801,7 @@ impl Reader {
                 }
                 Some(Ok(Some(len)))
             }
-            Err(e) => {
-                self.set_path(dir, name);
-                let err = classify(&self.path, e);
-                cache.failed(i, &err);
-                Some(Err(err))
-            }
+            Err(e) => Some(Err(self.slot_failed(cache, i, dir, name, e))),
         }
     }
 
@@ -861,18 +841,13 @@ impl Reader {
         let slot = &mut cache.slots[i].2;
         if let Slot::Open(_) = slot {
             let (bytes, at) = (Box::default(), Instant::now());
-            let was = std::mem::replace(
-                slot,
-                Slot::Keyed {
-                    kept: None,
-                    bytes,
-                    key: None,
-                    at,
-                },
-            );
-            if let (Slot::Open(file), Slot::Keyed { kept, .. }) = (was, &mut *slot) {
-                *kept = Some(file);
-            }
+            let kept = take_open(slot);
+            *slot = Slot::Keyed {
+                kept,
+                bytes,
+                key: None,
+                at,
+            };
         }
         let Slot::Keyed {
             kept,
@@ -886,11 +861,7 @@ impl Reader {
         };
         if *last_key == Some(key) && at.elapsed() < refresh {
             *kept = None;
-            let len = bytes.len();
-            if self.buf.len() < len {
-                self.buf.resize(len, 0);
-            }
-            self.buf[..len].copy_from_slice(bytes);
+            let len = self.serve(bytes);
             return Ok(Some(&self.buf[..len]));
         }
         let before = Instant::now();
@@ -900,13 +871,34 @@ impl Reader {
                 (*last_key, *at) = (Some(key), before);
                 Ok(Some(&self.buf[..len]))
             }
-            Err(e) => {
-                self.set_path(dir, name);
-                let err = classify(&self.path, e);
-                cache.failed(i, &err);
-                Err(err)
-            }
+            Err(e) => Err(self.slot_failed(cache, i, dir, name, e)),
         }
+    }
+
+    /// Copies a stored content into the buffer, as a read would leave it; returns its length.
+    fn serve(&mut self, bytes: &[u8]) -> usize {
+        let len = bytes.len();
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        self.buf[..len].copy_from_slice(bytes);
+        len
+    }
+
+    /// The error of a failed read of `dir/name` through slot `i`, which the cache marks as
+    /// failed ([`FileCache::failed`]).
+    fn slot_failed(
+        &mut self,
+        cache: &mut FileCache,
+        i: usize,
+        dir: &Path,
+        name: &str,
+        e: std::io::Error,
+    ) -> ReadError {
+        self.set_path(dir, name);
+        let err = classify(&self.path, e);
+        cache.failed(i, &err);
+        err
     }
 
     /// Reads `dir/name` through `kept` when it holds a descriptor, else opens it, keeping the

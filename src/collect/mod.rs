@@ -104,6 +104,8 @@ pub struct Ctx {
     /// Whether the size of a `/proc/<pid>/fd` directory is its number of open descriptors
     /// (Linux 6.2 on; before, it is 0), seen on podstat's own, which always has some.
     pub fd_dir_sizes: bool,
+    /// Processes whose descriptor links could not be read at the last collection.
+    pub refused_links: files::RefusedLinks,
 }
 
 /// How long host figures (`machine_cpu_cores`, MemTotal and SwapTotal) are kept. They change
@@ -160,6 +162,7 @@ impl Ctx {
             keep_pids: false,
             own_pid,
             fd_dir_sizes,
+            refused_links: files::RefusedLinks::default(),
         }
     }
 
@@ -341,6 +344,7 @@ impl Engine {
         let mut snapshot = Snapshot::default();
         // Writes to limits since the last collection: their files are read again in this one.
         self.ctx.reader.drain_settled();
+        self.ctx.refused_links.next_collection();
         let targets = self.discover(&mut snapshot);
         let rows = self.join_and_filter(targets, index, policy, &mut snapshot);
         let states = self.collect_cgroups(rows, &mut snapshot);

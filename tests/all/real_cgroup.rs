@@ -369,3 +369,128 @@ fn descriptor_budget_follows_podstats_own_memory_limit() {
     let kept = sample_value(&body, "podstat_kept_descriptors", &[]).expect("kept");
     assert!(kept <= budget, "{kept} kept over a budget of {budget}");
 }
+
+/// Descriptors of a process whose links podstat may not read are still counted, at every
+/// scrape (after the first, they are counted from the size of the fd directory without a
+/// listing), and none of them is a socket; a readable process beside it is counted link by
+/// link. podstat runs without CAP_SYS_PTRACE (as a DaemonSet given only DAC_READ_SEARCH does),
+/// so the kernel's ptrace read check refuses it the links of another user's process.
+#[test]
+fn descriptors_of_a_process_whose_links_are_refused_are_counted() {
+    if skip_unless(is_root(), "root (creates cgroups, runs processes as another user)")
+        || skip_unless(which("setpriv").is_some(), "util-linux `setpriv`")
+        // Another user may not run a python3 under /root (pyenv's).
+        || skip_unless(
+            std::path::Path::new("/usr/bin/python3").exists(),
+            "/usr/bin/python3",
+        )
+    {
+        return;
+    }
+    let hierarchies = hierarchies();
+    let top = unique("podstat-refused-");
+    let pod_rel = format!("{top}/kubepods/besteffort/pod{POD_UID}");
+    let rel = format!("{pod_rel}/{BUSY_ID}");
+    let rels = vec![
+        top.clone(),
+        format!("{top}/kubepods"),
+        format!("{top}/kubepods/besteffort"),
+        pod_rel.clone(),
+        rel.clone(),
+    ];
+    let _cgroups = crate::support::make_cgroups(&hierarchies, &rels);
+    // CAP_SYS_PTRACE out of the bounding and inheritable sets: root exec'ing keeps no more.
+    let no_ptrace = ["--inh-caps=-sys_ptrace", "--bounding-set=-sys_ptrace"];
+    let holder = |as_user: &[&str], sockets: usize, files: usize| {
+        let script = format!(
+            "import socket,time\ns=[socket.socket() for _ in range({sockets})]\n\
+             f=[open('/dev/null') for _ in range({files})]\nprint('ready',flush=True)\ntime.sleep(600)"
+        );
+        let mut child = ChildGuard(
+            Command::new("setpriv")
+                .args(no_ptrace)
+                .args(as_user)
+                .args(["/usr/bin/python3", "-c", &script])
+                .current_dir("/")
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("setpriv python3"),
+        );
+        let mut line = String::new();
+        BufReader::new(child.0.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        assert_eq!(line.trim(), "ready");
+        child
+    };
+    let other_user = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let refused = holder(&other_user, 5, 60);
+    // Root with the same capabilities as podstat: its links may be read.
+    let readable = holder(&[], 3, 10);
+    for child in [&refused, &readable] {
+        move_into(&hierarchies, &rel, child.pid());
+    }
+    // The precondition: without CAP_SYS_PTRACE the other user's links are refused.
+    let probe = Command::new("setpriv")
+        .args(no_ptrace)
+        .args(["readlink", &format!("/proc/{}/fd/0", refused.pid())])
+        .output()
+        .expect("setpriv readlink");
+    assert!(
+        !probe.status.success(),
+        "a process without CAP_SYS_PTRACE read another user's links: the test proves nothing"
+    );
+    // The kernel's count of one process, read here with every capability.
+    let kernel_files = |pid: u32| {
+        let (mut fds, mut sockets) = (0.0, 0.0);
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fd dir")
+            .flatten()
+        {
+            fds += 1.0;
+            if std::fs::read_link(entry.path())
+                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:["))
+            {
+                sockets += 1.0;
+            }
+        }
+        (fds, sockets)
+    };
+    let (refused_fds, refused_sockets) = kernel_files(refused.pid());
+    let (readable_fds, readable_sockets) = kernel_files(readable.pid());
+    assert!(refused_fds >= 65.0 && refused_sockets == 5.0 && readable_sockets == 3.0);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("podstat.toml");
+    std::fs::write(&config, "[server]\nmin_collect_interval_ms = 0\n").expect("config");
+    let addr = format!("127.0.0.1:{}", crate::support::free_port());
+    let podstat = ChildGuard(
+        Command::new("setpriv")
+            .args(no_ptrace)
+            .arg(env!("CARGO_BIN_EXE_podstat"))
+            .args(["--config", &config.to_string_lossy(), "--listen", &addr])
+            .args(["--log-level", "warn"])
+            .spawn()
+            .expect("setpriv podstat"),
+    );
+    crate::support::wait_for(Duration::from_secs(20), || {
+        crate::support::http_get(&addr, "/healthz", "").ok()
+    })
+    .expect("podstat did not start listening");
+    let id = format!("id=\"/{rel}\"");
+    for round in 0..4 {
+        let (_, _, body) = crate::support::http_get(&addr, "/metrics", "").expect("scrape");
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(
+            sample_value(&body, "container_file_descriptors", &[&id]),
+            Some(refused_fds + readable_fds),
+            "round {round}: every descriptor of both processes"
+        );
+        assert_eq!(
+            sample_value(&body, "container_sockets", &[&id]),
+            Some(readable_sockets),
+            "round {round}: the readable process's sockets, none of the refused one's {refused_sockets}"
+        );
+    }
+    drop(podstat);
+}

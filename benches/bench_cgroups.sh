@@ -19,6 +19,19 @@ make_containers() {
   done
 }
 
+# touch_files TOP: looks up every file of TOP's cgroups once, from this script's own cgroup. The
+# dentry and inode the kernel makes at a file's first lookup (~0.9 KiB, reclaimable) are charged
+# to the memory cgroup of whoever looks first: on a node that is the runtime and the kubelet,
+# within seconds of a container's start. Here the process started first would pay for every
+# file the other reads too (8.9 MiB of podstat's 29.4 at 300 containers, when it started
+# before cAdvisor), so neither does.
+touch_files() {
+  local c
+  for c in "${CTRLS[@]}"; do
+    find "$c/$1" -type f -print0 | xargs -0 -r stat -c %i > /dev/null
+  done
+}
+
 # remove_containers TOP: removes TOP's own tree, deepest first, and nothing else.
 remove_containers() {
   local c

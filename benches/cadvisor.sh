@@ -6,7 +6,9 @@
 # cAdvisor is benches/cadvisor/main.go, built inside the Kubernetes 1.20 source tree that
 # tests/cluster/build.sh fetches (its first run also builds the cluster's binaries, ~5 min):
 # the cAdvisor library the kubelet vendors, set up and served as the kubelet does it. Each
-# process runs in cgroups of its own (memory, cpuacct, cpu), whose charge is what is reported.
+# process runs in cgroups of its own (memory, cpuacct, cpu), whose charge is what is reported;
+# the bench cgroups' files are looked up once before either starts (touch_files), so neither is
+# charged for the dentries and inodes the other reads through too.
 # Usage: benches/cadvisor.sh [N ...] (root; default 400 2000); PODSTAT_CONFIG=file passes podstat a
 # config (e.g. `[reader] max_open_files = 1000`). Cleans up by PID and by its own
 # unique cgroup names.
@@ -51,6 +53,7 @@ series() { curl -s "http://127.0.0.1:$1/metrics" | grep '^container_memory_usage
 printf "%-6s %-8s | %-22s %-22s %-8s | %s\n" containers cgroups "CPU ms/min podstat" "cAdvisor" ratio "charge MiB podstat / cAdvisor; RSS MiB; series"
 for N in "${SIZES[@]}"; do
   make_containers "$TOP" "$N"
+  touch_files "$TOP"
   CG=$(find "${CTRLS[0]}/$TOP" -mindepth 1 -type d | wc -l)
   P=$(start_in podstat ./target/release/podstat ${PODSTAT_CONFIG:+--config "$PODSTAT_CONFIG"} --listen 127.0.0.1:19796 --log-level warn); PIDS+=("$P")
   C=$(start_in cadvisor "$cache/bin/cadvisor-kubelet" --listen 127.0.0.1:19797); PIDS+=("$C")

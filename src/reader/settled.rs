@@ -16,7 +16,7 @@
 //! path that watching the file alone does not add. A file that cannot be
 //! watched (the `fs.inotify.max_user_watches` limit) is read on every collection through a
 //! kept descriptor like any other, and a queue overflow makes every settled file be read
-//! again. As a safety net each one is re-read at least every `[reader] settled_refresh` (60 s)
+//! again. As a safety net each one is re-read at least every `[reader] settled_refresh` (5 minutes)
 //! anyway.
 
 use std::collections::HashMap;

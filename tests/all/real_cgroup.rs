@@ -440,22 +440,8 @@ fn descriptors_of_a_process_whose_links_are_refused_are_counted() {
         !probe.status.success(),
         "a process without CAP_SYS_PTRACE read another user's links: the test proves nothing"
     );
-    // The kernel's count of one process, read here with every capability.
-    let kernel_files = |pid: u32| {
-        let (mut fds, mut sockets) = (0.0, 0.0);
-        for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .expect("fd dir")
-            .flatten()
-        {
-            fds += 1.0;
-            if std::fs::read_link(entry.path())
-                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:["))
-            {
-                sockets += 1.0;
-            }
-        }
-        (fds, sockets)
-    };
+    // The kernel's count, read here with every capability.
+    let kernel_files = |pid: u32| crate::support::open_files(pid).expect("fd dir");
     let (refused_fds, refused_sockets) = kernel_files(refused.pid());
     let (readable_fds, readable_sockets) = kernel_files(readable.pid());
     assert!(refused_fds >= 65.0 && refused_sockets == 5.0 && readable_sockets == 3.0);

@@ -165,22 +165,16 @@ fn files_longer_than_a_read_are_counted_whole() {
                 .join("cgroup.procs"),
         )
         .expect("cgroup.procs");
-        let (mut fds, mut sockets) = (0, 0);
+        let (mut fds, mut sockets) = (0.0, 0.0);
         for pid in procs.lines() {
             // None of these processes exits by itself: a listed one that is gone was killed.
-            let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-                return Err(format!("listed process {pid} is gone"));
-            };
-            for entry in entries.flatten() {
-                fds += 1;
-                if std::fs::read_link(entry.path())
-                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:["))
-                {
-                    sockets += 1;
-                }
-            }
+            let pid: u32 = pid.parse().expect("a PID");
+            let (open, open_sockets) = crate::support::open_files(pid)
+                .ok_or_else(|| format!("listed process {pid} is gone"))?;
+            fds += open;
+            sockets += open_sockets;
         }
-        Ok((fds as f64, sockets as f64))
+        Ok::<_, String>((fds, sockets))
     };
     // Who killed a process of the crowd, when one is gone (by its exit status).
     let mut deaths = || -> String {
@@ -545,21 +539,7 @@ fn podstats_own_descriptors_are_counted_as_the_kernel_lists_them() {
     let podstat = crate::support::start_podstat(&["--listen", &addr, "--log-level", "warn"], &addr);
     move_into(&hierarchies, &slice, podstat.pid());
     let id_label = format!("id=\"/{slice}\"");
-    let kernel = || {
-        let (mut fds, mut sockets) = (0.0, 0.0);
-        for entry in std::fs::read_dir(format!("/proc/{}/fd", podstat.pid()))
-            .expect("podstat's fd dir")
-            .flatten()
-        {
-            fds += 1.0;
-            if std::fs::read_link(entry.path())
-                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:["))
-            {
-                sockets += 1.0;
-            }
-        }
-        (fds, sockets)
-    };
+    let kernel = || crate::support::open_files(podstat.pid()).expect("podstat's fd dir");
     let mut last = None;
     // The first scrapes open and keep the files; then the set is stable but for cgroups other
     // tests make or remove meanwhile, hence a few tries.

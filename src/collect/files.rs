@@ -48,10 +48,9 @@ fn collect(ctx: &mut Ctx, t: &Tracked, s: &mut ContainerStats) -> Result<(), Van
         let own = (Some(*pid) == ctx.own_pid)
             .then(|| ctx.reader.budget().map(FdBudget::kept_numbers))
             .flatten();
-        let counted = match own.and_then(|kept| own_files(&path, &kept)) {
-            Some(counted) => Some(counted),
-            None => process_files(&mut path, *pid, ctx.fd_dir_sizes, &mut ctx.refused_links),
-        };
+        let counted = own
+            .and_then(|kept| own_files(&path, &kept))
+            .or_else(|| files_of(&mut path, *pid, ctx.fd_dir_sizes, &mut ctx.refused_links));
         if let Some((open, open_sockets)) = counted {
             inspected += 1;
             fds += open;
@@ -102,7 +101,7 @@ impl RefusedLinks {
 
 /// The descriptors and sockets of the process whose `fd` directory is `fd_dir`
 /// (`<proc>/<pid>/fd`, restored on return); None when it is gone or may not be inspected.
-fn process_files(
+fn files_of(
     fd_dir: &mut PathBuf,
     pid: u32,
     fd_dir_sizes: bool,
